@@ -1,0 +1,1 @@
+"""medtune.core_models."""
