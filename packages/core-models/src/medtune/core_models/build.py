@@ -1,0 +1,90 @@
+"""Build a preset's model, tokenizer and image processor: from a local checkpoint, bundled weights or random init."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    BlipForQuestionAnswering,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+)
+
+from medtune.core_models.presets import Preset, get_preset
+
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "llava": LlavaForConditionalGeneration,
+    "miss": BlipForQuestionAnswering,
+}
+
+
+@dataclass
+class Built:
+    """A ready model with what it needs to read inputs, and where its weights came from."""
+
+    model: PreTrainedModel
+    tokenizer: object | None
+    image_processor: object | None
+    preset: Preset
+    source: str  # a checkpoint path, or "random init"
+
+    @property
+    def family(self) -> str:
+        return self.preset.family
+
+    @property
+    def num_image_tokens(self) -> int:
+        """How many image-token positions one image occupies in the LLM's input (llava family)."""
+        return image_token_count(self.model.config)
+
+
+def image_token_count(config) -> int:
+    """Return the number of visual tokens LLaVA feeds the LLM per image for this config."""
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    return patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+
+
+def build_random(preset: str | Preset, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Return a randomly initialised model of the preset (``device="meta"`` allocates no memory)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    config = preset.make_config()
+    with torch.device(device):
+        model = MODEL_CLASSES[preset.family]._from_config(config, dtype=dtype)
+    return model
+
+
+def load(preset: str | Preset, model_path: str | Path | None = None, *, dtype: torch.dtype = torch.float32) -> Built:
+    """Return the preset's model with weights from ``model_path`` (or its bundled demo weights)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    path = Path(model_path).expanduser() if model_path is not None else preset.default_weights
+    if path is None:
+        raise ValueError(
+            f"preset {preset.name!r} has no bundled weights; pass --model-path DIR with a local checkpoint "
+            "(nothing is downloaded)"
+        )
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise FileNotFoundError(f"model path {path} {what}; point --model-path at a local checkpoint folder")
+    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    model_cls = MODEL_CLASSES[preset.family]
+    if architectures and model_cls.__name__ not in architectures:
+        raise ValueError(
+            f"checkpoint {path} holds {', '.join(architectures)}, not a {preset.family} model "
+            f"({model_cls.__name__}); choose a preset of the matching family"
+        )
+    model = model_cls.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    image_processor = AutoImageProcessor.from_pretrained(path)
+    return Built(model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Return the number of distinct parameter elements (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,60 @@
+"""Model presets: a named architecture of a family, built from a config, and its module groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import PretrainedConfig
+
+Family = Literal["llava", "miss"]
+
+# Module groups of each family in the paper's order; a paradigm gives one state per group.
+FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
+    "llava": ("vision_tower", "connector", "llm", "lm_head"),
+    "miss": ("vit", "jtm", "dec"),
+}
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A concrete architecture: how to make its config, its prompt template and bundled weights."""
+
+    name: str
+    family: Family
+    description: str
+    make_config: Callable[[], PretrainedConfig]
+    template: str
+    default_weights: Path | None = None  # a bundled HF-format checkpoint (the demo presets)
+    decoder_layer: str | None = None  # class name FSDP wraps
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add a preset to the registry and return it."""
+    if preset.family not in FAMILY_GROUPS:
+        raise ValueError(f"preset {preset.name!r} names unknown family {preset.family!r}")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str) -> Preset:
+    """Return the registered preset called ``name``, or raise a ValueError listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join(sorted(PRESETS))
+        raise ValueError(f"unknown preset {name!r}; choose one of: {known}") from None
+
+
+def default_preset(family: str) -> Preset:
+    """Return the built-in demo preset of ``family`` (what `medtune train FAMILY METHOD` tunes)."""
+    if family not in FAMILY_GROUPS:
+        raise ValueError(f"unknown family {family!r}; choose one of: {', '.join(FAMILY_GROUPS)}")
+    return get_preset(f"tiny-{family}")
