@@ -1,0 +1,91 @@
+"""Apply a paradigm and a method to a model: the one place where `requires_grad` is set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from medtune.core_models import group_of
+from medtune.tuning.methods import MethodOptions, get_method
+from medtune.tuning.methods.ln import is_norm
+from medtune.tuning.paradigm import Paradigm, UsageError
+
+
+@dataclass
+class Tuned:
+    """A model made ready for tuning, with the exact names of what trains and why."""
+
+    model: nn.Module
+    family: str
+    method: str
+    paradigm: Paradigm
+    trainable: frozenset[str]  # every parameter with requires_grad
+    peft: frozenset[str]  # those the method tunes inside PEFT groups
+    details: dict = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        """Return the paper's accounting: total, trainable, PEFT params and per-group numbers."""
+        groups = {g: {"state": self.paradigm.state(g), "params": 0, "trainable": 0, "peft": 0} for g in self.paradigm.groups}
+        total = trainable = peft = 0
+        for name, p in self.model.named_parameters():
+            n = p.numel()
+            row = groups[group_of(name, self.family)]
+            row["params"] += n
+            total += n
+            if name in self.trainable:
+                row["trainable"] += n
+                trainable += n
+            if name in self.peft:
+                row["peft"] += n
+                peft += n
+        peft_group_params = sum(r["params"] for g, r in groups.items() if r["state"] == "PEFT")
+        return {
+            "total_params": total,
+            "trainable_params": trainable,
+            "trainable_ratio": trainable / total if total else 0.0,
+            "peft_params": peft,
+            "peft_ratio": peft / peft_group_params if peft_group_params else 0.0,
+            "groups": groups,
+        }
+
+
+def apply_paradigm(
+    model: nn.Module, family: str, method: str, paradigm: Paradigm, options: MethodOptions | None = None
+) -> Tuned:
+    """Freeze, wrap and unfreeze ``model`` as ``paradigm`` and ``method`` say; return what trains."""
+    options = options or MethodOptions()
+    spec = get_method(method)
+    if paradigm.family != family:
+        raise UsageError(f"paradigm {paradigm} is for family {paradigm.family!r}, not {family!r}")
+    peft_groups = paradigm.groups_in("PEFT")
+    if not peft_groups and method != "full":
+        raise UsageError(
+            f"paradigm {paradigm} tunes no group with {method!r}: mark at least one group PEFT, "
+            f"e.g. {','.join('PEFT' if g == paradigm.groups[-2] else 'F' for g in paradigm.groups)}"
+        )
+    selection = spec.select(model, family, peft_groups, options)
+    model = selection.model
+    if peft_groups and not selection.tuned:
+        raise UsageError(f"method {method!r} finds nothing to tune in group(s) {', '.join(peft_groups)}")
+    full_groups = set(paradigm.groups_in("T"))
+    trainable = set(selection.tuned)
+    for name, param in model.named_parameters():
+        if name not in selection.tuned and group_of(name, family) in full_groups and ".lora_" not in name:
+            trainable.add(name)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    if method == "ln":
+        keep_norms_fp32(model, selection.tuned)
+    return Tuned(model, family, method, paradigm, frozenset(trainable), selection.tuned, selection.details)
+
+
+def keep_norms_fp32(model: nn.Module, names: frozenset[str]) -> None:
+    """Cast tuned norm tensors to fp32: a bf16 gamma near 1.0 cannot absorb 2e-5 updates."""
+    for module_name, module in model.named_modules():
+        if not is_norm(module):
+            continue
+        for param_name, param in module.named_parameters(recurse=False):
+            if f"{module_name}.{param_name}" in names and param.dtype != torch.float32:
+                param.data = param.data.float()

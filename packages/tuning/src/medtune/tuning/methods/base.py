@@ -1,0 +1,75 @@
+"""What a tuning method is: a typed set of options and a function that picks or adds tuned tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+
+from medtune.tuning.paradigm import UsageError
+
+Kind = Literal["intrinsic", "adapter", "full"]
+
+
+@dataclass
+class MethodOptions:
+    """Knobs of the methods; None means the paper's default for the family (DESIGN.md)."""
+
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] | None = None
+    prefix_tokens: int | None = None
+    prefix_projection: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise UsageError(f"--lora-rank must be a positive integer, got {self.lora_rank}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UsageError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.prefix_tokens is not None and self.prefix_tokens < 1:
+            raise UsageError(f"--prefix-tokens must be a positive integer, got {self.prefix_tokens}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a method did to a model: the (possibly wrapped) model and the names of its tuned tensors."""
+
+    model: nn.Module
+    tuned: frozenset[str]  # parameter names the method trains inside PEFT groups
+    details: dict = field(default_factory=dict)
+
+
+# select(model, family, peft_groups, options) -> Selection. Intrinsic methods return the same model and
+# names of existing tensors; adapter methods return a wrapped model and the names of the added tensors.
+Selector = Callable[[nn.Module, str, tuple[str, ...], MethodOptions], Selection]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered tuning method."""
+
+    name: str
+    display: str  # how the paper's tables write it
+    kind: Kind
+    select: Selector
+    description: str
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method to the registry and return it."""
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """Return the registered method ``name`` or raise a UsageError listing the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
