@@ -1,1 +1,48 @@
-"""medtune.data."""
+"""medtune.data: dataset readers, record types, prompt templates and collators."""
+
+from medtune.data.arrow import report_record, reports_dataset, vqa_dataset, vqa_record
+from medtune.data.collators import IGNORE_INDEX, BlipVQACollator, LlavaCollator
+from medtune.data.images import ImageLoadError, check_images, load_image
+from medtune.data.instructions import (
+    REPORT_INFERENCE_INSTRUCTION,
+    REPORT_TRAINING_INSTRUCTIONS,
+    report_instruction,
+)
+from medtune.data.llava_json import read_llava_json, write_llava_json
+from medtune.data.mimic import mimic_studies, read_mimic_split_csv
+from medtune.data.records import DataError, Rejection, ReportRecord, VQARecord, write_rejections
+from medtune.data.reports import read_reports
+from medtune.data.templates import IMAGE_PLACEHOLDER, PromptTemplate, get_template
+from medtune.data.torch_dataset import RecordDataset
+from medtune.data.vqa import read_vqa
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_PLACEHOLDER",
+    "REPORT_INFERENCE_INSTRUCTION",
+    "REPORT_TRAINING_INSTRUCTIONS",
+    "BlipVQACollator",
+    "DataError",
+    "ImageLoadError",
+    "LlavaCollator",
+    "PromptTemplate",
+    "RecordDataset",
+    "Rejection",
+    "ReportRecord",
+    "VQARecord",
+    "check_images",
+    "get_template",
+    "load_image",
+    "mimic_studies",
+    "read_llava_json",
+    "read_mimic_split_csv",
+    "read_reports",
+    "read_vqa",
+    "report_instruction",
+    "report_record",
+    "reports_dataset",
+    "vqa_dataset",
+    "vqa_record",
+    "write_llava_json",
+    "write_rejections",
+]

@@ -74,7 +74,9 @@ SLAKE_FILES = {"train": "train.json", "validate": "validate.json", "test": "test
 LOCATION = {"brain": "Brain", "lung": "Chest", "liver": "Abdomen"}
 
 
-def render_scan(organ: str, lesion_side: str | None, scanner: Scanner, rng: np.random.Generator) -> Image.Image:
+def render_scan(
+    organ: str, lesion_side: str | None, scanner: Scanner, rng: np.random.Generator
+) -> Image.Image:
     """Return a grey-scale IMAGE_SIZE x IMAGE_SIZE scan of one organ with an optional lesion."""
     n = IMAGE_SIZE
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / (n - 1) * 2 - 1  # coordinates in [-1, 1]
@@ -84,7 +86,9 @@ def render_scan(organ: str, lesion_side: str | None, scanner: Scanner, rng: np.r
     if organ == "brain":
         mask = x**2 / 0.62**2 + y**2 / 0.72**2 <= 1
     elif organ == "lung":
-        mask = ((x + 0.4) ** 2 / 0.28**2 + y**2 / 0.7**2 <= 1) | ((x - 0.4) ** 2 / 0.28**2 + y**2 / 0.7**2 <= 1)
+        mask = ((x + 0.4) ** 2 / 0.28**2 + y**2 / 0.7**2 <= 1) | (
+            (x - 0.4) ** 2 / 0.28**2 + y**2 / 0.7**2 <= 1
+        )
     else:  # liver: a wide wedge, thick on one side
         mask = (np.abs(y) <= 0.55 * (1.1 - 0.5 * (x + 1))) & (np.abs(x) <= 0.8)
     img = np.full((n, n), scanner.background, dtype=np.float32)
@@ -101,7 +105,9 @@ def render_scan(organ: str, lesion_side: str | None, scanner: Scanner, rng: np.r
     return pil
 
 
-def _questions(organ: str, side: str | None, domain: Domain, rng: np.random.Generator) -> list[tuple[str, str, str, str]]:
+def _questions(
+    organ: str, side: str | None, domain: Domain, rng: np.random.Generator
+) -> list[tuple[str, str, str, str]]:
     """(key, question, answer, answer_type) rows for one image; answers depend only on the image."""
     q = QUESTIONS[domain]
     rows = [
@@ -116,7 +122,13 @@ def _questions(organ: str, side: str | None, domain: Domain, rng: np.random.Gene
     return rows
 
 
-CONTENT_TYPE = {"organ": "Organ", "abnormal": "Abnormality", "where": "Position", "left": "Position", "is_brain": "Organ"}
+CONTENT_TYPE = {
+    "organ": "Organ",
+    "abnormal": "Abnormality",
+    "where": "Position",
+    "left": "Position",
+    "is_brain": "Organ",
+}
 
 
 def write_slake(root: Path, domain: Domain, seed: int) -> None:

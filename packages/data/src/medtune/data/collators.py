@@ -1,0 +1,212 @@
+"""Collators: records -> padded tensors with the image tokens expanded and only the answer tokens supervised."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Literal
+
+import torch
+
+from medtune.data.images import load_image
+from medtune.data.instructions import REPORT_INFERENCE_INSTRUCTION, report_instruction
+from medtune.data.records import ReportRecord, VQARecord
+from medtune.data.templates import PromptTemplate
+
+IGNORE_INDEX = -100
+
+
+def _sample(record: VQARecord | ReportRecord, instruction: str) -> tuple[str, str, str, object]:
+    """Return (id, question, answer, image path) of a VQA record, or of a report record asked instruction."""
+    if isinstance(record, ReportRecord):
+        # LLaVA-style models take one image; the first listed view is the study's primary image.
+        return record.study_id, instruction, record.report, record.images[0]
+    return record.qid, record.question, record.answer, record.image
+
+
+def _token_id(tokenizer, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return tid
+
+
+def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    padded = [
+        r + [value] * (width - len(r)) if side == "right" else [value] * (width - len(r)) + r for r in rows
+    ]
+    return torch.tensor(padded, dtype=torch.long)
+
+
+class LlavaCollator:
+    """Build LLaVA batches: input_ids, attention_mask, labels (train), pixel_values, qids."""
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        template: PromptTemplate,
+        num_image_tokens: int,
+        image_token: str = "<image>",
+        max_length: int = 512,
+        padding_side: Literal["right", "left"] = "right",
+        train: bool = True,
+        seed: int = 0,
+    ):
+        if template.image_placeholder is None:
+            raise ValueError(f"template {template.name!r} has no image placeholder; LLaVA needs one.")
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+        self.tokenizer, self.image_processor, self.template = tokenizer, image_processor, template
+        self.num_image_tokens, self.max_length, self.train = num_image_tokens, max_length, train
+        # Generation continues from the last prompt token, so prompts must end flush right.
+        self.padding_side = padding_side if train else "left"
+        self.image_token_id = _token_id(tokenizer, image_token)
+        if self.image_token_id is None:
+            raise ValueError(
+                f"the tokenizer has no {image_token!r} token; add it as a special token "
+                "(tokenizer.add_special_tokens) and resize the model's embeddings."
+            )
+        eos_text = tokenizer.eos_token or template.eos
+        eos_id = _token_id(tokenizer, eos_text)
+        self.eos_ids = [eos_id] if eos_id is not None else self._ids(eos_text)
+        self.bos_ids = (
+            [tokenizer.bos_token_id] if template.add_bos and tokenizer.bos_token_id is not None else []
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[-1]
+        self.rng = random.Random(seed)
+        self.truncated = 0
+        self.truncated_ids: list[str] = []
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def _ids_with_image(self, text: str) -> list[int]:
+        pieces = text.split(self.template.image_placeholder)
+        ids = self._ids(pieces[0])
+        for piece in pieces[1:]:
+            ids += [self.image_token_id] * self.num_image_tokens + self._ids(piece)
+        return ids
+
+    def encode(self, sample_id: str, question: str, answer: str | None) -> tuple[list[int], list[int]]:
+        """Return (input_ids, labels) of one sample; the question is cut to fit max_length, nothing else."""
+        head, question, tail = self.template.prompt_parts(question)
+        head_ids, tail_ids = self._ids_with_image(head), self._ids_with_image(tail)
+        answer_ids = self._ids(self.template.answer_body(answer)) + self.eos_ids if answer is not None else []
+        question_ids = self._ids(question)
+        budget = self.max_length - len(self.bos_ids) - len(head_ids) - len(tail_ids) - len(answer_ids)
+        if budget < 0:
+            raise ValueError(
+                f"sample {sample_id!r}: the image tokens, template and answer alone take "
+                f"{self.max_length - budget} tokens, more than max_length={self.max_length}; "
+                "raise max_length (answers and image tokens are never truncated)."
+            )
+        if len(question_ids) > budget:
+            warnings.warn(
+                f"sample {sample_id!r}: question cut from {len(question_ids)} to {budget} tokens "
+                f"to fit max_length={self.max_length}.",
+                stacklevel=3,
+            )
+            self.truncated += 1
+            self.truncated_ids.append(sample_id)
+            question_ids = question_ids[:budget]
+        prompt_ids = self.bos_ids + head_ids + question_ids + tail_ids
+        return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+
+    def __call__(self, records: list[VQARecord | ReportRecord]) -> dict:
+        """Return input_ids/attention_mask/labels (batch, seq), pixel_values (batch, 3, H, W) and qids."""
+        ids_rows, label_rows, images, qids = [], [], [], []
+        for record in records:
+            instruction = REPORT_INFERENCE_INSTRUCTION
+            if isinstance(record, ReportRecord) and self.train:
+                instruction = report_instruction(self.rng)
+            qid, question, answer, image = _sample(record, instruction)
+            ids, labels = self.encode(qid, question, answer if self.train else None)
+            ids_rows.append(ids)
+            label_rows.append(labels)
+            images.append(load_image(image, qid))
+            qids.append(qid)
+        input_ids = _pad(ids_rows, self.pad_id, self.padding_side)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": _pad([[1] * len(r) for r in ids_rows], 0, self.padding_side),
+            "pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"],
+            "qids": qids,
+        }
+        if self.train:
+            batch["labels"] = _pad(label_rows, IGNORE_INDEX, self.padding_side)
+        return batch
+
+
+class BlipVQACollator:
+    """Build BlipForQuestionAnswering batches: question ids, decoder ids/labels for the answer, pixel_values."""
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        max_question_length: int = 35,
+        max_answer_length: int = 16,
+        train: bool = True,
+        decoder_start_token_id: int | None = None,
+        eos_token_id: int | None = None,
+    ):
+        self.tokenizer, self.image_processor, self.train = tokenizer, image_processor, train
+        self.max_question_length, self.max_answer_length = max_question_length, max_answer_length
+        # BLIP's decoder starts from config.text_config.bos_token_id ([DEC]) and stops at [SEP].
+        start = decoder_start_token_id if decoder_start_token_id is not None else tokenizer.bos_token_id
+        start = start if start is not None else getattr(tokenizer, "cls_token_id", None)
+        end = eos_token_id if eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
+        end = end if end is not None else tokenizer.eos_token_id
+        if start is None or end is None or tokenizer.pad_token_id is None:
+            raise ValueError(
+                "BlipVQACollator needs decoder start, end and pad token ids; pass decoder_start_token_id= "
+                "and eos_token_id= (the model config's text_config.bos_token_id / sep_token_id)."
+            )
+        self.start_id, self.end_id, self.pad_id = start, end, tokenizer.pad_token_id
+        self.truncated = 0
+        self.truncated_ids: list[str] = []
+
+    def __call__(self, records: list[VQARecord]) -> dict:
+        """Return input_ids/attention_mask (batch, q), decoder_input_ids/decoder_attention_mask/labels (batch, a), pixel_values, qids."""
+        questions, answers, images, qids = [], [], [], []
+        for record in records:
+            ids = list(self.tokenizer(record.question, add_special_tokens=True)["input_ids"])
+            if len(ids) > self.max_question_length:
+                warnings.warn(
+                    f"sample {record.qid!r}: question cut from {len(ids)} to {self.max_question_length} tokens.",
+                    stacklevel=2,
+                )
+                self.truncated += 1
+                self.truncated_ids.append(record.qid)
+                ids = ids[: self.max_question_length - 1] + ids[-1:]
+            questions.append(ids)
+            answer = [
+                self.start_id,
+                *self.tokenizer(record.answer, add_special_tokens=False)["input_ids"],
+                self.end_id,
+            ]
+            if self.train and len(answer) > self.max_answer_length:
+                raise ValueError(
+                    f"sample {record.qid!r}: the answer takes {len(answer)} tokens, more than "
+                    f"max_answer_length={self.max_answer_length}; raise it (answers are never truncated)."
+                )
+            answers.append(answer)
+            images.append(load_image(record.image, record.qid))
+            qids.append(record.qid)
+        batch = {
+            "input_ids": _pad(questions, self.pad_id, "right"),
+            "attention_mask": _pad([[1] * len(q) for q in questions], 0, "right"),
+            "pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"],
+            "qids": qids,
+        }
+        if self.train:
+            decoder_ids = _pad(answers, self.pad_id, "right")
+            decoder_mask = _pad([[1] * len(a) for a in answers], 0, "right")
+            # The model feeds labels as decoder inputs when decoder_input_ids is absent, so both are given:
+            # ids keep the pad token, labels mask it; the decoder shifts labels left by one itself.
+            batch["decoder_input_ids"] = decoder_ids
+            batch["decoder_attention_mask"] = decoder_mask
+            batch["labels"] = decoder_ids.masked_fill(decoder_mask == 0, IGNORE_INDEX)
+        return batch

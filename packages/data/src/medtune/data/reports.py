@@ -1,0 +1,72 @@
+"""read_reports: one entry point for OpenI/IU X-ray and MIMIC-CXR-JPG, layout detected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from medtune.data.mimic import MIMIC_SPLIT_CSV, find_mimic_split_csv, read_mimic
+from medtune.data.openi import OPENI_XML_FOLDER, read_openi_xml_folder
+from medtune.data.r2gen import read_r2gen_annotation
+from medtune.data.records import SPLITS, OnInvalid, RejectionLog, ReportRecord, Split
+
+ReportLayout = Literal["r2gen", "openi-xml", "mimic-cxr-jpg"]
+
+
+def detect_report_layout(source: Path) -> ReportLayout:
+    """Return which report layout a folder or file is in (raises naming the expected layouts)."""
+    if source.is_file():
+        if source.suffix == ".json":
+            return "r2gen"
+        if source.name in MIMIC_SPLIT_CSV:
+            return "mimic-cxr-jpg"
+    elif source.is_dir():
+        if (source / "annotation.json").is_file():
+            return "r2gen"
+        if find_mimic_split_csv(source) is not None:
+            return "mimic-cxr-jpg"
+        if (source / OPENI_XML_FOLDER).is_dir() or any(source.glob("*.xml")):
+            return "openi-xml"
+    else:
+        raise FileNotFoundError(f"report dataset {source} does not exist; pass the dataset folder.")
+    raise ValueError(
+        f"{source} is not a known report layout: expected an R2Gen annotation.json, a MIMIC-CXR-JPG folder "
+        f"({MIMIC_SPLIT_CSV[0]} + files/) or an OpenI folder with {OPENI_XML_FOLDER}/; "
+        "pass layout='r2gen'|'openi-xml'|'mimic-cxr-jpg'."
+    )
+
+
+def read_reports(
+    source: str | Path,
+    split: Split,
+    *,
+    on_invalid: OnInvalid = "raise",
+    rejected: list | None = None,
+    layout: ReportLayout | None = None,
+    image_folder: str | Path | None = None,
+    reports_folder: str | Path | None = None,
+    sections: tuple[str, ...] = ("findings", "impression"),
+) -> list[ReportRecord]:
+    """Return the report records of split from an OpenI/IU X-ray or MIMIC-CXR-JPG folder or file."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    source = Path(source).expanduser()
+    layout = layout or detect_report_layout(source)
+    log = RejectionLog(on_invalid, rejected)
+    images = Path(image_folder) if image_folder is not None else None
+    if layout == "r2gen":
+        path = source / "annotation.json" if source.is_dir() else source
+        records = read_r2gen_annotation(path, split, log, images)
+    elif layout == "openi-xml":
+        xml_folder = source / OPENI_XML_FOLDER if (source / OPENI_XML_FOLDER).is_dir() else source
+        records = read_openi_xml_folder(xml_folder, split, log, images, sections)
+    elif layout == "mimic-cxr-jpg":
+        root = source if source.is_dir() else source.parent
+        reports = Path(reports_folder) if reports_folder is not None else None
+        records = read_mimic(root, split, log, reports, sections)
+    else:
+        raise ValueError(
+            f"unknown report layout {layout!r}; expected 'r2gen', 'openi-xml' or 'mimic-cxr-jpg'."
+        )
+    log.summarise(str(source))
+    return records

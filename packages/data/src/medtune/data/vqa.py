@@ -1,0 +1,117 @@
+"""read_vqa: one entry point for Slake, VQA-RAD and LLaVA JSON, folder layout detected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from medtune.data.llava_json import read_llava_file
+from medtune.data.records import SPLITS, OnInvalid, RejectionLog, Split, VQARecord
+from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
+from medtune.data.vqarad import VQARAD_IMAGES, VQARAD_JSON, read_vqarad_file
+
+VQALayout = Literal["slake", "vqa-rad", "llava"]
+_LLAVA_SPLIT_FILES = {
+    "train": ("train.json",),
+    "validation": ("validation.json", "validate.json", "val.json"),
+    "test": ("test.json",),
+}
+
+
+def _peek_layout(path: Path) -> VQALayout | None:
+    """Return the layout a JSON file's first record looks like, or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    first = data[0] if isinstance(data, list) and data else None
+    if not isinstance(first, dict):
+        return None
+    if "conversations" in first:
+        return "llava"
+    if "q_lang" in first or "img_name" in first:
+        return "slake"
+    if "phrase_type" in first or "image_name" in first:
+        return "vqa-rad"
+    return None
+
+
+def detect_layout(source: Path) -> VQALayout:
+    """Return which VQA layout a folder or file is in (raises with the reason when it is none)."""
+    if source.is_dir():
+        if (source / VQARAD_JSON).is_file():
+            return "vqa-rad"
+        for names in SPLIT_FILES.values():
+            for name in names:
+                if (source / name).is_file():
+                    found = _peek_layout(source / name)
+                    if found is None and (source / "imgs").is_dir():
+                        found = "slake"
+                    if found is not None:
+                        return found
+        raise ValueError(
+            f"{source} is not a known VQA layout: expected a Slake 1.0 folder (train.json, validate.json, "
+            f"test.json, imgs/), a VQA-RAD folder ({VQARAD_JSON!r}) or a folder of LLaVA conversation "
+            "JSON files named by split; pass layout='slake'|'vqa-rad'|'llava' to force one."
+        )
+    if source.is_file():
+        if source.name == VQARAD_JSON:
+            return "vqa-rad"
+        found = _peek_layout(source)
+        if found is None:
+            raise ValueError(
+                f"{source}: cannot tell the layout from the first record (no 'conversations', 'q_lang' or "
+                "'phrase_type' field); pass layout='slake'|'vqa-rad'|'llava'."
+            )
+        return found
+    raise FileNotFoundError(f"VQA dataset {source} does not exist; pass the dataset folder or a JSON file.")
+
+
+def read_vqa(
+    source: str | Path,
+    split: Split,
+    lang: str = "en",
+    *,
+    on_invalid: OnInvalid = "raise",
+    rejected: list | None = None,
+    layout: VQALayout | None = None,
+    image_folder: str | Path | None = None,
+    vqarad_freeform_only: bool = False,
+) -> list[VQARecord]:
+    """Return the VQA records of split from a Slake, VQA-RAD or LLaVA-JSON folder or file.
+
+    A single Slake or LLaVA file is the split itself; a VQA-RAD file is split by phrase_type.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    source = Path(source).expanduser()
+    layout = layout or detect_layout(source)
+    log = RejectionLog(on_invalid, rejected)
+    folder = Path(image_folder) if image_folder is not None else None
+    if layout == "slake":
+        path = slake_split_file(source, split) if source.is_dir() else source
+        records = read_slake_file(path, lang, log, folder)
+    elif layout == "vqa-rad":
+        path = source / VQARAD_JSON if source.is_dir() else source
+        if folder is None and not (path.parent / VQARAD_IMAGES).is_dir():
+            raise FileNotFoundError(
+                f"VQA-RAD image folder {path.parent / VQARAD_IMAGES} does not exist; "
+                "keep it next to the JSON or pass image_folder=."
+            )
+        records = read_vqarad_file(path, split, log, folder, vqarad_freeform_only)
+    elif layout == "llava":
+        if source.is_dir():
+            names = _LLAVA_SPLIT_FILES[split]
+            path = next((source / n for n in names if (source / n).is_file()), None)
+            if path is None:
+                raise FileNotFoundError(
+                    f"LLaVA folder {source} has no {' or '.join(names)} for split {split!r}."
+                )
+        else:
+            path = source
+        records = read_llava_file(path, log, folder)
+    else:
+        raise ValueError(f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad' or 'llava'.")
+    log.summarise(str(path))
+    return records
