@@ -1,0 +1,96 @@
+"""Where a norm runs (compiled Triton, Triton's interpreter, or torch) and a trace of kernel launches."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+Backend = Literal["triton", "interpreter", "torch"]
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def interpreting() -> bool:
+    """Return True when TRITON_INTERPRET asks for Triton's interpreter, read at call time (not import time)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE
+
+
+def triton_available() -> bool:
+    """Return True when the triton package can be imported on this platform."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def backend_for(x: torch.Tensor) -> Backend:
+    """Return which implementation runs a norm over `x` (any shape): Triton on CUDA, interpreter, or torch."""
+    if not triton_available():
+        return "torch"
+    if interpreting():
+        return "interpreter"
+    return "triton" if x.is_cuda else "torch"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: its name, grid, compile-time switches and the scratch buffers it was given."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    flags: dict[str, bool] = field(default_factory=dict)
+    buffers: tuple[str, ...] = ()
+
+
+_traces: list[list[Launch]] = []
+
+
+@contextlib.contextmanager
+def trace_launches() -> Iterator[list[Launch]]:
+    """Yield a list that collects every kernel launch made inside the block (tests use it to see skipped work)."""
+    launches: list[Launch] = []
+    _traces.append(launches)
+    try:
+        yield launches
+    finally:
+        _traces.remove(launches)
+
+
+def record_launch(launch: Launch) -> None:
+    """Append `launch` to every open trace; costs one list check when nobody is tracing."""
+    for launches in _traces:
+        launches.append(launch)
+
+
+class DualKernel:
+    """A Triton kernel built on first use as compiled JIT or interpreted, whichever TRITON_INTERPRET asks now.
+
+    `triton.jit` decides at decoration (import) time; tests flip the variable at run time, so both
+    flavours are built lazily from the same Python function.
+    """
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self._compiled = None
+        self._interpreted = None
+
+    def __getitem__(self, grid: tuple[int, ...]):
+        if interpreting():
+            if self._interpreted is None:
+                from triton.runtime.interpreter import InterpretedFunction
+
+                self._interpreted = InterpretedFunction(self.fn)
+            return self._interpreted[grid]
+        if self._compiled is None:
+            from triton.runtime.jit import JITFunction
+
+            self._compiled = JITFunction(self.fn)
+        return self._compiled[grid]
+
+
+def dual_kernel(fn: Callable) -> DualKernel:
+    """Return `fn` wrapped as a DualKernel (use as a decorator in place of `triton.jit`)."""
+    return DualKernel(fn)

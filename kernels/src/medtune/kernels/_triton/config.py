@@ -1,0 +1,53 @@
+"""Launch shapes shared by the norm kernels: block size, warps, and the backward's program count."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from medtune.kernels._runtime import interpreting
+
+# A row must fit in one program's registers; 65536 fp32 values is where 32 warps run out.
+MAX_HIDDEN = 65536
+# Under the interpreter every program is a Python loop: a few programs still exercise the
+# strided row loop and the two-stage dgamma reduction without making tests slow.
+INTERPRETER_PROGRAMS = 4
+
+
+def block_size(hidden: int) -> int:
+    """Return the power-of-two block that covers a row of `hidden` values."""
+    if hidden > MAX_HIDDEN:
+        raise ValueError(
+            f"medtune.kernels supports hidden sizes up to {MAX_HIDDEN}, got {hidden}; "
+            "use torch.nn.functional for wider rows."
+        )
+    return 1 << max(hidden - 1, 0).bit_length()
+
+
+def num_warps(block: int) -> int:
+    """Return warps per program: enough threads that each holds at most ~16 values of the row."""
+    if block <= 1024:
+        return 4
+    if block <= 4096:
+        return 8
+    if block <= 16384:
+        return 16
+    return 32
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def backward_programs(x: torch.Tensor, n_rows: int, block: int) -> int:
+    """Return how many programs the backward launches; each owns a strided set of rows.
+
+    A few waves per SM hide memory latency while keeping the fp32 [programs, hidden]
+    partial-sum buffer (and the second reduction stage) small.
+    """
+    if interpreting() or not x.is_cuda:
+        return max(1, min(n_rows, INTERPRETER_PROGRAMS))
+    waves = 4 if block <= 1024 else 2 if block <= 4096 else 1
+    return max(1, min(n_rows, _sm_count(x.device.index or 0) * waves))
