@@ -1,0 +1,95 @@
+"""Answer normalisation in the style of the VQA / LLaVA-Med evaluation scripts."""
+
+from __future__ import annotations
+
+import re
+
+# Number words become digits so "two" and "2" agree, as in the VQA evaluation (extended to twenty).
+_NUMBER_WORDS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "fourteen": "14",
+    "fifteen": "15",
+    "sixteen": "16",
+    "seventeen": "17",
+    "eighteen": "18",
+    "nineteen": "19",
+    "twenty": "20",
+}
+_ARTICLES = frozenset({"a", "an", "the"})
+# Apostrophe-less spellings mapped to their contraction so "isnt" and "isn't" agree. Forms that are
+# also ordinary words ("ill", "its", "were", "well", "shed", "id") are left out on purpose.
+_CONTRACTIONS = {
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldnt": "couldn't",
+    "couldve": "could've",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hes": "he's",
+    "im": "i'm",
+    "isnt": "isn't",
+    "itll": "it'll",
+    "ive": "i've",
+    "mightnt": "mightn't",
+    "mustnt": "mustn't",
+    "neednt": "needn't",
+    "shouldnt": "shouldn't",
+    "shouldve": "should've",
+    "thats": "that's",
+    "theres": "there's",
+    "theyre": "they're",
+    "theyve": "they've",
+    "wasnt": "wasn't",
+    "werent": "weren't",
+    "whats": "what's",
+    "wont": "won't",
+    "wouldnt": "wouldn't",
+    "wouldve": "would've",
+    "youre": "you're",
+    "youve": "you've",
+}
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
+# A period is punctuation unless it sits inside a number ("3.5").
+_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
+_PUNCTUATION = re.compile(r"[^\w\s'.]")
+_QUOTES = "'\u2018\u2019"
+
+
+def normalize_answer(text: str) -> str:
+    """Return `text` lower-cased with punctuation, articles, number words and contractions normalised."""
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = _DIGIT_COMMA.sub("", text)
+    text = _PERIOD.sub(" ", text)
+    text = _PUNCTUATION.sub(" ", text).replace("_", " ")
+    words = []
+    for word in text.split():
+        word = word.strip(_QUOTES)
+        if not word or word in _ARTICLES:
+            continue
+        word = _NUMBER_WORDS.get(word, word)
+        words.append(_CONTRACTIONS.get(word, word))
+    return " ".join(words)
+
+
+def answer_tokens(text: str) -> list[str]:
+    """Return the normalised words of `text`."""
+    return normalize_answer(text).split()
