@@ -52,7 +52,7 @@ def mimic_studies(table: pa.Table, split: str) -> pa.Table:
     grouped = table.group_by(["study_id", "subject_id"], use_threads=False).aggregate(
         [("dicom_id", "list"), ("row", "min")]
     )
-    grouped = grouped.rename_columns(["dicom_ids", "first_row", "study_id", "subject_id"])
+    grouped = grouped.rename_columns({"dicom_id_list": "dicom_ids", "row_min": "first_row"})
     return grouped.sort_by("study_id")
 
 
