@@ -1,0 +1,91 @@
+"""Score a predictions table and write a run's `predictions.jsonl` + `scores.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medtune.eval.predictions import prediction_rows, write_predictions
+from medtune.eval.text import count_tokens, score_text
+from medtune.eval.vqa import score_vqa, score_vqa_per_item
+
+# Answer types of report-generation records: scored with the text metrics only.
+TEXT_ANSWER_TYPES = frozenset({"report", "text", ""})
+
+
+def _is_text_type(answer_type: Any) -> bool:
+    return str(answer_type or "").strip().lower() in TEXT_ANSWER_TYPES
+
+
+def score_predictions(
+    predictions: list[str],
+    answers: list[str],
+    answer_types: list[str],
+    *,
+    tokenizer: Any | None = None,
+    bertscore_model: str | None = None,
+    bertscore_num_layers: int | None = None,
+) -> dict:
+    """Return the merged score_vqa + score_text dict (VQA keys only when the answers are open/closed)."""
+    if len(answer_types) != len(predictions):
+        raise ValueError(
+            f"Got {len(predictions)} predictions and {len(answer_types)} answer types; pass one per question."
+        )
+    scores: dict[str, Any] = {}
+    if not all(_is_text_type(t) for t in answer_types):
+        scores.update(score_vqa(predictions, answers, answer_types))
+    scores.update(
+        score_text(
+            predictions,
+            answers,
+            bertscore_model=bertscore_model,
+            tokenizer=tokenizer,
+            bertscore_num_layers=bertscore_num_layers,
+        )
+    )
+    return scores
+
+
+def write_eval_outputs(
+    out_dir: Path | str,
+    *,
+    qids: list[Any],
+    questions: list[str],
+    answers: list[str],
+    answer_types: list[str],
+    predictions: list[str],
+    dataset: str,
+    split: str,
+    tokenizer: Any | None = None,
+    bertscore_model: str | None = None,
+    bertscore_num_layers: int | None = None,
+) -> dict:
+    """Return the scores after writing `predictions.jsonl` and `scores.json` (with dataset, split) to out_dir."""
+    out_dir = Path(out_dir)
+    scores = score_predictions(
+        predictions,
+        answers,
+        answer_types,
+        tokenizer=tokenizer,
+        bertscore_model=bertscore_model,
+        bertscore_num_layers=bertscore_num_layers,
+    )
+    per_item = None
+    if "scorer_version" in scores:
+        per_item = [item.score for item in score_vqa_per_item(predictions, answers, answer_types)]
+    n_tokens = [count_tokens(p, tokenizer) for p in predictions]
+    rows = prediction_rows(qids, questions, answers, predictions, answer_types, n_tokens, per_item)
+    write_predictions(out_dir / "predictions.jsonl", rows)
+    scores = {**scores, "dataset": dataset, "split": split}
+    tmp = out_dir / "scores.json.tmp"
+    tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    os.replace(tmp, out_dir / "scores.json")
+    return scores
+
+
+def eval_dir_name(dataset: str, split: str) -> str:
+    """Return the sub-directory name `eval-<dataset>-<split>` used for evaluations of an existing run."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
+    return f"eval-{safe}-{split}"
