@@ -250,7 +250,7 @@ WORDS = (
     "A chat between a curious user and an artificial intelligence assistant . The assistant gives helpful , "
     "detailed , and polite answers to the user ' s questions . USER : ASSISTANT [ INST ] / Q is the heart "
     "enlarged ? no yes which organ shown lung what modality this x - ray describe given chest image in detail "
-    "CLS SEP DEC"
+    "CLS SEP DEC [/ Describe"
 )
 
 
