@@ -19,7 +19,12 @@ def _make_run(root, name, *, method, paradigm, trainable, global_acc=0.6, scores
         "paradigm": paradigm,
         "groups": groups,
         "dataset": {"source": "demo", "name": "slake", "split": "test"},
-        "params": {"total": 1_000_000, "trainable": trainable, "peft": trainable},
+        "params": {
+            "total": 1_000_000,
+            "trainable": trainable,
+            "peft": trainable,
+            "groups": {g: {"params": 250_000} for g in groups},
+        },
     }
     (run / "config.json").write_text(json.dumps(config))
     lines = [
@@ -97,6 +102,8 @@ def test_report_tables_columns_and_figures(tmp_path, capsys):
     assert float(table[0]["Global (%)"]) == pytest.approx(60.0)
     assert float(table[1]["#Params (%)"]) == pytest.approx(0.9994)
     assert table[0]["Trainable Params"] == "262"
+    # #PEFT Params is relative to the PEFT groups (here the llm: 250,000 parameters), as in Table 1
+    assert float(table[0]["#PEFT Params (%)"]) == pytest.approx(100 * 262 / 250_000)
     # the paper's column order; BERTScore was skipped by every run, so its columns are omitted
     headers = list(table[0])[5:]
     assert headers == [
