@@ -8,8 +8,9 @@ import triton.language as tl
 from medtune.kernels._runtime import Launch, dual_kernel, record_launch
 from medtune.kernels._triton.config import backward_programs, block_size, num_warps
 
-# tl.sum is itself a jit function whose flavour triton fixes at import time; reducing with the
-# builtin tl.reduce and this combine function works both compiled and in the interpreter.
+# tl.sum and tl.zeros are themselves jit functions whose flavour (compiled or interpreted) triton fixes
+# when it is imported; the kernels use only builtins (tl.reduce with this combine function, tl.full),
+# so the same code runs compiled and interpreted whenever TRITON_INTERPRET is set.
 _add = tl.standard._sum_combine
 
 
@@ -53,8 +54,8 @@ def _layer_norm_bwd(
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    dw_acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    db_acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    dw_acc = tl.full((BLOCK,), 0.0, tl.float32)
+    db_acc = tl.full((BLOCK,), 0.0, tl.float32)
     # Each program walks a fixed strided set of rows and keeps fp32 partial sums of dgamma/dbeta;
     # the fixed assignment and a separate reduction stage make the result bitwise reproducible.
     for row in range(pid.to(tl.int64), n_rows, tl.num_programs(0)):

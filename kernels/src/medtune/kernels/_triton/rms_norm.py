@@ -44,7 +44,7 @@ def _rms_norm_bwd(
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) + offset
-    dw_acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    dw_acc = tl.full((BLOCK,), 0.0, tl.float32)
     # Fixed strided rows per program + fp32 partials + a separate reduction = reproducible dgamma.
     for row in range(pid.to(tl.int64), n_rows, tl.num_programs(0)):
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)

@@ -1,0 +1,120 @@
+"""Scoped, reversible swap of one model instance's norms for the fused modules (classes stay untouched)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from medtune.kernels.modules import FusedLayerNorm, FusedRMSNorm
+
+_PROBE_TOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def _fused_for(module: nn.Module) -> nn.Module | str:
+    """Return the fused replacement for `module`, or a sentence saying why it is left alone."""
+    name = type(module).__name__
+    if isinstance(module, FusedLayerNorm | FusedRMSNorm):
+        return "already fused"
+    if module._forward_hooks or module._forward_pre_hooks:
+        return "has forward hooks, which a replacement module would silently drop"
+    try:
+        if isinstance(module, nn.LayerNorm):
+            return FusedLayerNorm.from_module(module)
+        if name.endswith("RMSNorm"):
+            return FusedRMSNorm.from_module(module)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return f"{name} is not a LayerNorm or RMSNorm over the last dimension"
+
+
+def _probe_mismatch(original: nn.Module, fused: nn.Module) -> str | None:
+    """Return a sentence if `fused` computes something else than `original` on a random input, else None."""
+    weight = fused.weight
+    if weight.device.type == "meta":
+        return None
+    dtype = weight.dtype if weight.dtype in _PROBE_TOL else torch.float32
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, weight.shape[0], generator=g).to(device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        expected = original(x).float()
+        # Torch reference path: the probe checks the conversion, not the kernel.
+        actual = fused.reference_forward(x).float()
+    err = (expected - actual).abs().max().item()
+    if not err <= _PROBE_TOL[dtype] * max(1.0, expected.abs().max().item()):
+        return (
+            f"its output differs from {type(fused).__name__}'s by {err:.3g} on a random input, "
+            "so it computes something else (custom scaling?)"
+        )
+    return None
+
+
+@dataclass
+class NormPatch:
+    """What `patch_norms` did to one model: `patched` names, `skipped` (name, reason) pairs; undo with restore()."""
+
+    model: nn.Module
+    patched: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    _swaps: list[tuple[nn.Module, str, nn.Module, nn.Module]] = field(default_factory=list, repr=False)
+    _kinds: Counter = field(default_factory=Counter, repr=False)
+
+    def restore(self) -> None:
+        """Put every original norm module object back where its fused replacement still sits."""
+        for parent, child_name, original, fused in reversed(self._swaps):
+            if parent._modules.get(child_name) is fused:
+                setattr(parent, child_name, original)
+        self._swaps.clear()
+
+    def summary(self) -> str:
+        """Return one line per fact: how many norms were fused, of which kinds, and what was left alone why."""
+        kinds = ", ".join(f"{n} x{c}" for n, c in sorted(self._kinds.items()))
+        lines = [f"patched {len(self.patched)} norm(s)" + (f" ({kinds})" if kinds else "")]
+        lines += [f"left alone {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+    def __enter__(self) -> NormPatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def patch_norms(model: nn.Module, *, verify: bool = True) -> NormPatch:
+    """Return a NormPatch after swapping every supported norm inside `model` for a fused module.
+
+    Only this instance changes (its submodule slots); classes are never patched. With `verify`, each
+    candidate is first compared with its replacement on a tiny random input (torch path, no kernel).
+    """
+    handle = NormPatch(model)
+    if isinstance(model, nn.LayerNorm) or type(model).__name__.endswith("RMSNorm"):
+        handle.skipped.append(
+            ("", "the model itself is a norm; wrap it in FusedLayerNorm/FusedRMSNorm instead")
+        )
+        return handle
+    fused_by_id: dict[int, nn.Module | str] = {}
+    for parent_name, parent in list(model.named_modules()):
+        # _modules, not named_children(): a norm shared by two slots must be swapped in both.
+        for child_name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            qualified = f"{parent_name}.{child_name}" if parent_name else child_name
+            kind = type(child).__name__
+            if "Norm" not in kind:
+                continue
+            if id(child) not in fused_by_id:
+                fused = _fused_for(child)
+                if verify and not isinstance(fused, str):
+                    fused = _probe_mismatch(child, fused) or fused
+                fused_by_id[id(child)] = fused
+            fused = fused_by_id[id(child)]
+            if isinstance(fused, str):
+                handle.skipped.append((qualified, f"{kind}: {fused}"))
+                continue
+            setattr(parent, child_name, fused)
+            handle._swaps.append((parent, child_name, child, fused))
+            handle.patched.append(qualified)
+            handle._kinds[f"{kind} -> {type(fused).__name__}"] += 1
+    return handle
