@@ -98,10 +98,30 @@ def lint(session: nox.Session) -> None:
 
 def _medtune(session: nox.Session, command: str) -> None:
     env = _shared_env(session, TEST_TOOLS)
-    session.run(str(env / "bin" / "medtune"), command, *session.posargs, env={"HF_HUB_OFFLINE": "1"}, external=True)
+    session.run(
+        str(env / "bin" / "medtune"), command, *session.posargs, env={"HF_HUB_OFFLINE": "1"}, external=True
+    )
 
 
 @nox.session(venv_backend="none")
 def train(session: nox.Session) -> None:
     """`medtune train ...`: with no args beyond FAMILY METHOD, tunes the built-in demo."""
     _medtune(session, "train")
+
+
+@nox.session(venv_backend="none")
+def eval(session: nox.Session) -> None:
+    """`medtune eval RUN_DIR... --dataset SOURCE`: zero-shot / out-of-distribution evaluation."""
+    _medtune(session, "eval")
+
+
+@nox.session(venv_backend="none")
+def report(session: nox.Session) -> None:
+    """`medtune report RUN_DIR...`: the paper's tables and plots from your runs."""
+    _medtune(session, "report")
+
+
+@nox.session(venv_backend="none")
+def params(session: nox.Session) -> None:
+    """`medtune params FAMILY METHOD ...`: parameter accounting on the meta device, no weights."""
+    _medtune(session, "params")

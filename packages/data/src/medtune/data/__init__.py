@@ -2,6 +2,7 @@
 
 from medtune.data.arrow import report_record, reports_dataset, vqa_dataset, vqa_record
 from medtune.data.collators import IGNORE_INDEX, BlipVQACollator, LlavaCollator
+from medtune.data.demo import demo_dataset
 from medtune.data.images import ImageLoadError, check_images, load_image
 from medtune.data.instructions import (
     REPORT_INFERENCE_INSTRUCTION,
@@ -31,6 +32,7 @@ __all__ = [
     "ReportRecord",
     "VQARecord",
     "check_images",
+    "demo_dataset",
     "get_template",
     "load_image",
     "mimic_studies",
