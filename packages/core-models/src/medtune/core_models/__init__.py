@@ -3,7 +3,14 @@
 from medtune.core_models import llava_med, miss, tiny  # noqa: F401  (registers the presets)
 from medtune.core_models.build import Built, build_random, count_parameters, image_token_count, load
 from medtune.core_models.groups import GROUP_PREFIXES, group_of, grouped_parameters
-from medtune.core_models.presets import FAMILY_GROUPS, PRESETS, Preset, default_preset, get_preset, register_preset
+from medtune.core_models.presets import (
+    FAMILY_GROUPS,
+    PRESETS,
+    Preset,
+    default_preset,
+    get_preset,
+    register_preset,
+)
 from medtune.core_models.tokenizer import IMAGE_TOKEN, build_word_tokenizer
 
 __all__ = [

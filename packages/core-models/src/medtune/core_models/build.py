@@ -51,7 +51,9 @@ def image_token_count(config) -> int:
     return patches + (1 if config.vision_feature_select_strategy == "full" else 0)
 
 
-def build_random(preset: str | Preset, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def build_random(
+    preset: str | Preset, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+):
     """Return a randomly initialised model of the preset (``device="meta"`` allocates no memory)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     config = preset.make_config()
@@ -60,7 +62,9 @@ def build_random(preset: str | Preset, *, device: str | torch.device = "cpu", dt
     return model
 
 
-def load(preset: str | Preset, model_path: str | Path | None = None, *, dtype: torch.dtype = torch.float32) -> Built:
+def load(
+    preset: str | Preset, model_path: str | Path | None = None, *, dtype: torch.dtype = torch.float32
+) -> Built:
     """Return the preset's model with weights from ``model_path`` (or its bundled demo weights)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     path = Path(model_path).expanduser() if model_path is not None else preset.default_weights
@@ -82,7 +86,9 @@ def load(preset: str | Preset, model_path: str | Path | None = None, *, dtype: t
     model = model_cls.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     image_processor = AutoImageProcessor.from_pretrained(path)
-    return Built(model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path))
+    return Built(
+        model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path)
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

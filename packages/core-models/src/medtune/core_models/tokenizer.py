@@ -15,7 +15,9 @@ def build_word_tokenizer(texts: Iterable[str], *, extra_words: Iterable[str] = (
     """Return a lower-casing word-level tokenizer whose vocabulary is every word in ``texts``."""
     tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces, tidies punctuation
     specials = [*SPECIAL_TOKENS.values(), IMAGE_TOKEN]
     trainer = trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)

@@ -27,7 +27,10 @@ class Tuned:
 
     def counts(self) -> dict:
         """Return the paper's accounting: total, trainable, PEFT params and per-group numbers."""
-        groups = {g: {"state": self.paradigm.state(g), "params": 0, "trainable": 0, "peft": 0} for g in self.paradigm.groups}
+        groups = {
+            g: {"state": self.paradigm.state(g), "params": 0, "trainable": 0, "peft": 0}
+            for g in self.paradigm.groups
+        }
         total = trainable = peft = 0
         for name, p in self.model.named_parameters():
             n = p.numel()
@@ -71,7 +74,7 @@ def apply_paradigm(
         raise UsageError(f"method {method!r} finds nothing to tune in group(s) {', '.join(peft_groups)}")
     full_groups = set(paradigm.groups_in("T"))
     trainable = set(selection.tuned)
-    for name, param in model.named_parameters():
+    for name, _ in model.named_parameters():
         if name not in selection.tuned and group_of(name, family) in full_groups and ".lora_" not in name:
             trainable.add(name)
     for name, param in model.named_parameters():

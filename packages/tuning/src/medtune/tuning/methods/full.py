@@ -10,9 +10,17 @@ from medtune.tuning.methods.base import Method, MethodOptions, Selection, regist
 
 def select_all(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:
     """Return the names of every parameter inside ``groups``."""
-    return Selection(model, frozenset(n for n, _ in model.named_parameters() if group_of(n, family) in groups))
+    return Selection(
+        model, frozenset(n for n, _ in model.named_parameters() if group_of(n, family) in groups)
+    )
 
 
 FULL = register_method(
-    Method(name="full", display="Full", kind="full", select=select_all, description="every parameter of the tuned groups")
+    Method(
+        name="full",
+        display="Full",
+        kind="full",
+        select=select_all,
+        description="every parameter of the tuned groups",
+    )
 )

@@ -10,7 +10,9 @@ from medtune.tuning.methods.base import Method, MethodOptions, Selection, regist
 
 def is_norm(module: nn.Module) -> bool:
     """True for LayerNorm and for the RMSNorm classes of LLaMA/Mistral/Gemma-style models."""
-    return isinstance(module, nn.LayerNorm | nn.RMSNorm) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
+    return isinstance(module, nn.LayerNorm | nn.RMSNorm) or type(module).__name__.endswith(
+        ("RMSNorm", "LayerNorm")
+    )
 
 
 def select_norms(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:

@@ -18,7 +18,9 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...] | None] = {
 NEVER_TARGET = ("lm_head",)
 
 
-def lora_target_modules(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> list[str]:
+def lora_target_modules(
+    model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions
+) -> list[str]:
     """Return the full names of the linear layers LoRA wraps (suffix match on ``options.lora_targets``)."""
     targets = options.lora_targets if options.lora_targets is not None else DEFAULT_TARGETS[family]
     linears = [

@@ -1,0 +1,42 @@
+"""The `medtune` command: `medtune train|params|eval|report|bench|export ...`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from medtune.tuning import commands
+from medtune.tuning.paradigm import UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with one sub-command per module in medtune.tuning.commands."""
+    parser = argparse.ArgumentParser(
+        prog="medtune", description="Fine-tune medical vision-language models with LN-tuning and friends."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"medtune.tuning.commands.{info.name}")
+        command = module.add_parser(sub)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command; usage errors print one sentence and return 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as err:
+        print(f"medtune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

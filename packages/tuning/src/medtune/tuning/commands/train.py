@@ -1,0 +1,134 @@
+"""`medtune train FAMILY METHOD [flags]`: tune, evaluate and summarise (no flags: the built-in demo)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medtune.core_models import FAMILY_GROUPS, default_preset, get_preset
+from medtune.tuning.methods import METHODS, get_method
+from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.recipes import resolve_config
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="tune a model with a method under a paradigm, then evaluate it",
+        description="Tune FAMILY's model with METHOD. With no other flags: LN-tune the built-in demo.",
+    )
+    p.add_argument("family", help=f"model family: {', '.join(FAMILY_GROUPS)}")
+    p.add_argument("method", help=f"tuning method: {', '.join(METHODS)}")
+    p.add_argument("--preset", help="architecture preset (default: the family's tiny demo model)")
+    p.add_argument(
+        "--paradigm", help="one state per group: T, F or PEFT (llava default F,F,PEFT,F; miss T,PEFT,T)"
+    )
+    p.add_argument("--model-path", help="local checkpoint folder (nothing is downloaded)")
+    p.add_argument(
+        "--dataset", help="local dataset folder or file in its published layout (default: demo data)"
+    )
+    p.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
+    p.add_argument("--output-dir", help="where run directories go (default: runs)")
+    for flag, kind in [
+        ("lr", float),
+        ("weight-decay", float),
+        ("warmup-ratio", float),
+        ("epochs", float),
+        ("max-steps", int),
+        ("batch-size", int),
+        ("grad-accum", int),
+        ("max-grad-norm", float),
+        ("seed", int),
+        ("log-every", int),
+        ("max-new-tokens", int),
+        ("lora-rank", int),
+        ("lora-alpha", float),
+        ("lora-dropout", float),
+        ("prefix-tokens", int),
+    ]:
+        p.add_argument(f"--{flag}", type=kind)
+    p.add_argument("--scheduler", choices=["cosine", "linear", "constant"])
+    p.add_argument("--lora-targets", help="comma-separated module-name suffixes, e.g. q_proj,v_proj")
+    p.add_argument(
+        "--no-eval-before",
+        dest="eval_before",
+        action="store_false",
+        default=None,
+        help="skip scoring the untuned model first",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
+    """Check family, method, preset and paradigm before anything is written; return (preset, paradigm)."""
+    if args.family not in FAMILY_GROUPS:
+        raise UsageError(f"unknown family {args.family!r}; choose one of: {', '.join(FAMILY_GROUPS)}")
+    get_method(args.method)
+    paradigm = Paradigm.parse(args.paradigm, args.family)
+    try:
+        preset = get_preset(args.preset) if args.preset else default_preset(args.family)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if preset.family != args.family:
+        raise UsageError(
+            f"preset {preset.name!r} is a {preset.family} model, not {args.family}; "
+            f"choose a {args.family} preset"
+        )
+    return preset.name, paradigm
+
+
+def run(args: argparse.Namespace) -> int:
+    from medtune.tuning.train import format_accuracy, train  # heavy imports only once the input is valid
+
+    preset, paradigm = validate(args)
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "lr",
+            "weight_decay",
+            "warmup_ratio",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "max_grad_norm",
+            "seed",
+            "log_every",
+            "max_new_tokens",
+            "lora_rank",
+            "lora_alpha",
+            "lora_dropout",
+            "prefix_tokens",
+            "scheduler",
+            "eval_before",
+            "model_path",
+            "dataset",
+            "output_dir",
+        )
+    }
+    if args.lora_targets:
+        overrides["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    cfg = resolve_config(args.family, args.method, preset, str(paradigm), overrides, args.config)
+    print(
+        f"medtune train {cfg.family} {cfg.method} | preset {cfg.preset} | paradigm {cfg.paradigm} | recipe {cfg.recipe}"
+    )
+    print(
+        f"  lr {cfg.lr:g}, {cfg.scheduler} schedule, warm-up {cfg.warmup_ratio:g}, weight decay {cfg.weight_decay:g}, "
+        f"batch {cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'}, "
+        f"seed {cfg.seed}"
+    )
+    result = train(cfg, progress=not args.quiet)
+    c = result.counts
+    print("\n== summary ==")
+    print(
+        f"trainable parameters : {c['trainable_params']:,} of {c['total_params']:,} "
+        f"({100 * c['trainable_ratio']:.4f}%)"
+    )
+    print(f"loss                 : {result.first_loss:.3f} -> {result.last_loss:.3f}")
+    if result.before is not None:
+        print(f"accuracy before      : {format_accuracy(result.before)}")
+    print(f"accuracy after       : {format_accuracy(result.after)}")
+    print(f"time                 : {result.seconds:.0f} s")
+    print(f"run directory        : {result.run_dir}")
+    return 0

@@ -1,0 +1,102 @@
+"""Pretrain the tiny demo bases on the demo's *pretraining* set (scanner A) and bundle them.
+
+Run once by the developers (`python -m medtune.tuning.demo_base`); the result, a few MB of
+safetensors with its tokenizer and image processor, ships inside medtune-core-models so the demo
+tunes a model that already knows the task on another scanner, as a real Med-VLM would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, get_scheduler
+
+from medtune.core_models import Built, build_word_tokenizer, get_preset
+from medtune.core_models.tiny import TINY_IMAGE_SIZE, tiny_llava_config
+from medtune.data import demo_dataset, get_template, read_vqa
+from medtune.tuning.batches import make_collator
+from medtune.tuning.evaluate import evaluate
+from medtune.tuning.train import format_accuracy, seed_everything
+
+
+def demo_tokenizer():
+    """Return the word tokenizer whose vocabulary covers both demo sets and the demo template."""
+    texts = []
+    for domain in ("pretrain", "downstream"):
+        for split in ("train", "validation", "test"):
+            texts += [f"{r.question} {r.answer}" for r in read_vqa(demo_dataset(domain), split)]
+    template_words = get_template("demo").render("", "")[0].replace("<image>", " ")
+    return build_word_tokenizer(texts, extra_words=template_words.split())
+
+
+def pretrain_tiny_llava(out: Path, *, epochs: float, lr: float, seed: int = 0) -> dict:
+    """Train tiny-llava from random init on the pretraining set; save an HF checkpoint to ``out``."""
+    seed_everything(seed)
+    tokenizer = demo_tokenizer()
+    config = tiny_llava_config(
+        vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids("<image>")
+    )
+    model = LlavaForConditionalGeneration(config)
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    built = Built(model, tokenizer, processor, get_preset("tiny-llava"), source="random init")
+    records = read_vqa(demo_dataset("pretrain"), "train")
+    loader = DataLoader(records, batch_size=32, shuffle=True, collate_fn=make_collator(built, train=True))
+    steps = math.ceil(epochs * len(loader))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=steps // 20, num_training_steps=steps)
+    bar = tqdm(total=steps, desc="pretraining tiny-llava")
+    step = 0
+    model.train()
+    while step < steps:
+        for batch in loader:
+            batch.pop("qids", None)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step >= steps:
+                break
+    bar.close()
+    model.eval()
+    scores = {
+        domain: evaluate(built, read_vqa(demo_dataset(domain), "test"), progress=False)
+        for domain in ("pretrain", "downstream")
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=get_preset("tiny-llava").default_weights)
+    parser.add_argument("--epochs", type=float, default=12)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    scores = pretrain_tiny_llava(args.out, epochs=args.epochs, lr=args.lr)
+    for domain, s in scores.items():
+        print(f"{domain} test: {format_accuracy(s)}")
+    print(f"saved to {args.out} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Evaluate a model on VQA or report records: generate, score, write predictions.jsonl and scores.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from medtune.core_models import Built
+from medtune.data import REPORT_INFERENCE_INSTRUCTION, ReportRecord, VQARecord
+from medtune.eval import generate_answers, score_predictions, write_eval_outputs
+from medtune.tuning.batches import make_collator
+
+
+def predict(
+    built: Built,
+    records: list,
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 8,
+    temperature: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[str]:
+    """Return the model's generated answer for each record (greedy unless ``temperature`` > 0)."""
+    loader = DataLoader(
+        records, batch_size=batch_size, shuffle=False, collate_fn=make_collator(built, train=False)
+    )
+    model = built.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batches = ({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in loader)
+    with torch.no_grad():
+        predictions = generate_answers(
+            model,
+            batches,
+            built.tokenizer,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            progress=progress,
+            family=built.family,
+        )
+    model.train(was_training)
+    return predictions
+
+
+def evaluate(
+    built: Built,
+    records: list[VQARecord | ReportRecord],
+    *,
+    out_dir: Path | None = None,
+    dataset: str = "",
+    split: str = "test",
+    bertscore_model: str | None = None,
+    **generation,
+) -> dict:
+    """Return the scores of ``built`` on ``records``; with ``out_dir``, also write predictions and scores there."""
+    predictions = predict(built, records, **generation)
+    is_report = [isinstance(r, ReportRecord) for r in records]
+    fields = {
+        "qids": [r.study_id if rep else r.qid for r, rep in zip(records, is_report)],
+        "questions": [
+            REPORT_INFERENCE_INSTRUCTION if rep else r.question for r, rep in zip(records, is_report)
+        ],
+        "answers": [r.report if rep else r.answer for r, rep in zip(records, is_report)],
+        "answer_types": ["report" if rep else r.answer_type for r, rep in zip(records, is_report)],
+    }
+    if out_dir is None:
+        return score_predictions(
+            predictions,
+            fields["answers"],
+            fields["answer_types"],
+            tokenizer=built.tokenizer,
+            bertscore_model=bertscore_model,
+        )
+    return write_eval_outputs(
+        out_dir,
+        predictions=predictions,
+        dataset=dataset,
+        split=split,
+        tokenizer=built.tokenizer,
+        bertscore_model=bertscore_model,
+        **fields,
+    )
