@@ -1,0 +1,240 @@
+"""GPU micro-benchmark of medtune's fused LayerNorm/RMSNorm against torch eager, torch.compile and Liger.
+
+    python benchmarks/kernels/bench_norms.py [--quick] [--out DIR] [--peak-gbps N]
+
+Appends one CSV row per measurement to DIR/norms.csv and redraws DIR/norms.png from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# Peak HBM bandwidth in GB/s by a substring of torch.cuda.get_device_name(); first match wins.
+PEAK_GBPS = {
+    "H200": 4800.0,
+    "H100 PCIe": 2000.0,
+    "H100": 3350.0,  # SXM
+    "A100-SXM4-80GB": 2039.0,
+    "A100": 1555.0,
+    "L40S": 864.0,
+    "L4": 300.0,
+    "RTX 4090": 1008.0,
+    "RTX 3090": 936.0,
+}
+OPS = ("layer_norm", "rms_norm")
+MODES = ("forward", "backward", "full")
+HIDDEN = (768, 1024, 4096, 5120, 8192)  # CLIP-B/BERT, CLIP-L, LLaMA/Mistral-7B, 13B, 70B-class
+ROWS = (4096, 16384, 32768)
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class Row:
+    """One measurement, as written to the CSV."""
+
+    device: str
+    torch_version: str
+    triton_version: str
+    op: str
+    mode: str
+    rows: int
+    hidden: int
+    dtype: str
+    provider: str
+    p20_ms: float
+    p50_ms: float
+    p80_ms: float
+    gbps: float
+    frac_peak: float
+
+
+def peak_gbps(device_name: str, override: float | None = None) -> float | None:
+    """Return the peak memory bandwidth in GB/s for `device_name`, `override` if given, None if unknown."""
+    if override is not None:
+        return override
+    for key, value in PEAK_GBPS.items():
+        if key in device_name:
+            return value
+    return None
+
+
+def bytes_moved(mode: str, rows: int, hidden: int, elem_bytes: int) -> int:
+    """Return the minimum bytes a norm must move: x read + y written forward; x, dy read + dx written backward."""
+    per_pass = {"forward": 2, "backward": 3, "full": 5}[mode]
+    # Per-row statistics and the [hidden] parameters are < 0.1% at these shapes; ignored on purpose.
+    return per_pass * rows * hidden * elem_bytes
+
+
+def measurement(
+    meta: dict[str, str], op: str, mode: str, rows: int, hidden: int, dtype: str, provider: str,
+    quantiles_ms: tuple[float, float, float], peak: float | None,
+) -> Row:  # fmt: skip
+    """Return the CSV row for one timing: GB/s from the median time and its fraction of `peak` (0 if unknown)."""
+    p20, p50, p80 = quantiles_ms
+    gbps = bytes_moved(mode, rows, hidden, DTYPES[dtype].itemsize) / (p50 * 1e-3) / 1e9
+    return Row(**meta, op=op, mode=mode, rows=rows, hidden=hidden, dtype=dtype, provider=provider,
+               p20_ms=p20, p50_ms=p50, p80_ms=p80, gbps=gbps, frac_peak=gbps / peak if peak else 0.0)  # fmt: skip
+
+
+def append_rows(path: Path, rows: list[Row]) -> None:
+    """Append `rows` to the CSV at `path`, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Row)])
+        if new:
+            writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Return the CSV rows at `path` as dicts of strings."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot(rows: list[dict[str, str]], path: Path) -> None:
+    """Write a PNG: GB/s against hidden size per provider, one panel per (op, mode, dtype), at the most rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["op"], r["mode"], r["dtype"]) for r in rows})
+    cols = 3
+    nrows = max(1, -(-len(panels) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    for ax, (op, mode, dtype) in zip(axes.flat, panels):
+        sel = [r for r in rows if (r["op"], r["mode"], r["dtype"]) == (op, mode, dtype)]
+        most = max(int(r["rows"]) for r in sel)
+        for provider in sorted({r["provider"] for r in sel}):
+            pts = sorted(
+                (int(r["hidden"]), float(r["gbps"]))
+                for r in sel
+                if r["provider"] == provider and int(r["rows"]) == most
+            )
+            ax.plot([h for h, _ in pts], [g for _, g in pts], marker="o", label=provider)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{op} {mode} {dtype}, {most} rows")
+        ax.set_xlabel("hidden")
+        ax.set_ylabel("GB/s")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    device = rows[0]["device"] if rows else "?"
+    fig.suptitle(f"norm kernels on {device}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _torch_rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    # What transformers' LlamaRMSNorm runs in eager mode: the baseline a user would otherwise get.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(x.dtype)
+
+
+def providers(op: str) -> dict[str, Callable]:
+    """Return provider name -> fn(x, weight, bias) for `op`; Liger only when it is installed."""
+    from medtune.kernels import layer_norm, rms_norm
+
+    if op == "layer_norm":
+        eager = lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, 1e-5)  # noqa: E731
+        found = {"medtune": lambda x, w, b: layer_norm(x, w, b, 1e-5), "torch": eager}
+    else:
+        eager = lambda x, w, b: _torch_rms(x, w, 1e-6)  # noqa: E731
+        found = {"medtune": lambda x, w, b: rms_norm(x, w, 1e-6), "torch": eager}
+    found["torch_compile"] = torch.compile(eager, dynamic=False)
+    if importlib.util.find_spec("liger_kernel") is not None:
+        if op == "layer_norm":
+            from liger_kernel.ops.layer_norm import LigerLayerNormFunction
+
+            found["liger"] = lambda x, w, b: LigerLayerNormFunction.apply(x, w, b, 1e-5)
+        else:
+            from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+
+            found["liger"] = lambda x, w, b: LigerRMSNormFunction.apply(x, w, 1e-6)
+    return found
+
+
+def time_one(fn: Callable, mode: str, rows: int, hidden: int, dtype: torch.dtype, rep_ms: int) -> tuple:
+    """Return (p20, p50, p80) milliseconds of `mode` for fn on a [rows, hidden] input with all grads on."""
+    from triton.testing import do_bench
+
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(hidden, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(hidden, device="cuda", dtype=dtype, requires_grad=True)
+    dy = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    grads = [x, w, b]
+    if mode == "forward":
+        with torch.no_grad():
+            return tuple(do_bench(lambda: fn(x, w, b), quantiles=[0.2, 0.5, 0.8], rep=rep_ms))
+    if mode == "backward":
+        y = fn(x, w, b)
+        run = lambda: y.backward(dy, retain_graph=True)  # noqa: E731
+    else:
+        run = lambda: fn(x, w, b).backward(dy)  # noqa: E731
+    return tuple(do_bench(run, quantiles=[0.2, 0.5, 0.8], grad_to_none=grads, rep=rep_ms))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark grid and return the exit status (2 when there is no CUDA device)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two hidden sizes, 4096 rows, bf16 only")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels/results"))
+    parser.add_argument("--peak-gbps", type=float, default=None, help="peak memory bandwidth, GB/s")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(
+            "bench_norms.py needs a CUDA GPU and none is visible to torch "
+            f"(torch {torch.__version__}); run it on a machine with one.",
+            file=sys.stderr,
+        )
+        return 2
+    import triton
+
+    # One compiled graph per shape and dtype: lift dynamo's recompile limit so none falls back to eager.
+    for name in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 1024)
+    device = torch.cuda.get_device_name()
+    peak = peak_gbps(device, args.peak_gbps)
+    if peak is None:
+        print(f"unknown peak bandwidth for {device!r}; pass --peak-gbps to get frac_peak", file=sys.stderr)
+    meta = {"device": device, "torch_version": torch.__version__, "triton_version": triton.__version__}
+    hiddens, rows_list, dtypes = (
+        ((768, 4096), (4096,), ("bf16",)) if args.quick else (HIDDEN, ROWS, tuple(DTYPES))
+    )
+    csv_path = args.out / "norms.csv"
+    for op in OPS:
+        fns = providers(op)
+        for dtype in dtypes:
+            for hidden in hiddens:
+                for rows in rows_list:
+                    batch = []
+                    for mode in MODES:
+                        for provider, fn in fns.items():
+                            q = time_one(fn, mode, rows, hidden, DTYPES[dtype], 50 if args.quick else 200)
+                            r = measurement(meta, op, mode, rows, hidden, dtype, provider, q, peak)
+                            batch.append(r)
+                            print(f"{op:10s} {mode:8s} {rows:6d}x{hidden:<5d} {dtype} {provider:13s} "
+                                  f"p50 {r.p50_ms:8.4f} ms  {r.gbps:7.1f} GB/s  {r.frac_peak:5.1%}")  # fmt: skip
+                    append_rows(csv_path, batch)
+    plot(read_rows(csv_path), args.out / "norms.png")
+    print(f"wrote {csv_path} and {args.out / 'norms.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

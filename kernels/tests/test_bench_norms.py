@@ -1,0 +1,59 @@
+"""The CPU-testable parts of benchmarks/kernels/bench_norms.py: bandwidth maths, CSV rows, plot, no-GPU exit."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / "bench_norms.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_norms", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_peak_bandwidth_is_detected_from_the_device_name(bench):
+    assert bench.peak_gbps("NVIDIA H100 80GB HBM3") == 3350.0
+    assert bench.peak_gbps("NVIDIA H100 PCIe") == 2000.0
+    assert bench.peak_gbps("NVIDIA H200") == 4800.0
+    assert bench.peak_gbps("Some New GPU") is None
+    assert bench.peak_gbps("NVIDIA H200", override=1000.0) == 1000.0
+
+
+def test_rows_carry_bandwidth_and_fraction_of_peak_and_round_trip_through_csv(bench, tmp_path):
+    meta = {"device": "NVIDIA H100", "torch_version": "2.x", "triton_version": "3.x"}
+    # forward bf16 4096 x 4096 moves 2 * 4096 * 4096 * 2 bytes = 67.1 MB; in 0.02 ms -> 3355 GB/s
+    row = bench.measurement(
+        meta, "rms_norm", "forward", 4096, 4096, "bf16", "medtune", (0.019, 0.02, 0.021), 3350.0
+    )
+    assert row.gbps == pytest.approx(2 * 4096 * 4096 * 2 / 0.02e-3 / 1e9)
+    assert row.frac_peak == pytest.approx(row.gbps / 3350.0)
+    slower = bench.measurement(meta, "rms_norm", "full", 4096, 1024, "fp32", "torch", (1.0, 1.1, 1.2), None)
+    assert slower.frac_peak == 0.0
+    path = tmp_path / "out" / "norms.csv"
+    bench.append_rows(path, [row])
+    bench.append_rows(path, [slower])  # the second append must not repeat the header
+    rows = bench.read_rows(path)
+    assert [r["provider"] for r in rows] == ["medtune", "torch"]
+    assert float(rows[0]["gbps"]) == pytest.approx(row.gbps)
+    bench.plot(rows, tmp_path / "out" / "norms.png")
+    assert (tmp_path / "out" / "norms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_without_cuda_main_exits_2_with_a_sentence(bench, capsys, tmp_path):
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "norms.csv").exists()
