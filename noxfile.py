@@ -125,3 +125,9 @@ def report(session: nox.Session) -> None:
 def params(session: nox.Session) -> None:
     """`medtune params FAMILY METHOD ...`: parameter accounting on the meta device, no weights."""
     _medtune(session, "params")
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """`medtune bench [methods|kernels]`: end-to-end method benchmark and kernel micro-benchmarks."""
+    _medtune(session, "bench")
