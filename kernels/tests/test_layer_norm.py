@@ -195,3 +195,22 @@ def test_without_interpreter_cpu_falls_back_to_torch(monkeypatch):
 def test_mismatched_weight_is_a_sentence_naming_it():
     with pytest.raises(ValueError, match=r"weight has shape \(66,\) but x's last dimension is 67"):
         layer_norm(torch.randn(2, 67), torch.ones(66), torch.zeros(67))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for the compiled kernels")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_kernels_on_cuda_match_reference(monkeypatch, dtype):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    torch.manual_seed(7)
+    x = torch.randn(300, 4099, device="cuda").to(dtype).requires_grad_()
+    w, b = (p.detach().cuda().requires_grad_() for p in _params(4099, torch.float32))
+    g = torch.randn(300, 4099, device="cuda").to(dtype)
+    assert backend_for(x) == "triton"
+    y = layer_norm(x, w, b)
+    y.backward(g)
+    y_ref, dx_ref, dw_ref, db_ref = _fp64_grads(x, w, b, g)
+    _close(y, y_ref)
+    _close(x.grad, dx_ref)
+    torch.testing.assert_close(w.grad.double(), dw_ref, atol=1e-3, rtol=1e-4)  # 300-row fp32 sums
+    torch.testing.assert_close(b.grad.double(), db_ref, atol=1e-3, rtol=1e-4)
