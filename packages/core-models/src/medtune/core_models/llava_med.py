@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from torch import nn
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, MistralConfig
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    MistralConfig,
+)
 
 from medtune.core_models.presets import Preset, register_preset
 
@@ -97,7 +103,9 @@ class LinearProjector(nn.Module):
     def __init__(self, config: LlavaConfig):
         super().__init__()
         self.linear_1 = nn.Linear(
-            config.vision_config.hidden_size, config.text_config.hidden_size, bias=config.multimodal_projector_bias
+            config.vision_config.hidden_size,
+            config.text_config.hidden_size,
+            bias=config.multimodal_projector_bias,
         )
 
     def forward(self, image_features):
@@ -141,6 +149,9 @@ LLAVA_MED_V1 = register_preset(
         make_config=llava_med_v1_config,
         template="vicuna_v1",
         decoder_layer="LlamaDecoderLayer",
-        notes={"original_architecture": "LlavaLlamaForCausalLM", "model_class": LinearConnectorLlava.__name__},
+        notes={
+            "original_architecture": "LlavaLlamaForCausalLM",
+            "model_class": LinearConnectorLlava.__name__,
+        },
     )
 )

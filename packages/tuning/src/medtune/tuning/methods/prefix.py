@@ -46,7 +46,9 @@ class PrefixHook:
         """Write the prefix keys/values, each of shape (batch, kv_heads, tokens, head_dim), into ``cache``."""
         index = torch.arange(self.tokens, device=device).expand(batch, -1)
         flat = self.encoder(index).to(dtype)  # (batch, tokens, layers * 2 * kv_heads * head_dim)
-        kv = flat.view(batch, self.tokens, self.layers * 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = flat.view(batch, self.tokens, self.layers * 2, self.kv_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4
+        )
         for layer in range(self.layers):
             cache.update(kv[2 * layer], kv[2 * layer + 1], layer)
 
@@ -64,7 +66,9 @@ class PrefixHook:
             if self.encoder_decoder_cache:
                 cache = EncoderDecoderCache(cache, DynamicCache(config=module.config))
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
-        self.fill(self_cache, batch, dtype, source.device)  # an empty cache from generate() is filled in place
+        self.fill(
+            self_cache, batch, dtype, source.device
+        )  # an empty cache from generate() is filled in place
         kwargs["cache"] = cache
         mask = kwargs.get("attention_mask")
         if mask is None:
@@ -79,7 +83,9 @@ class PrefixHook:
         return args, kwargs
 
 
-def select_prefix(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:
+def select_prefix(
+    model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions
+) -> Selection:
     """Attach a PEFT PrefixEncoder to each tuned text stack and return the names of its parameters."""
     vision = [g for g in groups if g in VISION_GROUPS]
     if vision:
@@ -88,7 +94,7 @@ def select_prefix(model: nn.Module, family: str, groups: tuple[str, ...], option
             "(the paper, section 2); set that group to T or F, or choose another method such as ln"
         )
     tokens = options.prefix_tokens or DEFAULT_TOKENS[family]
-    for group, (stack, bidirectional) in text_stacks(model, family, groups).items():
+    for stack, bidirectional in text_stacks(model, family, groups).values():
         config = stack.config
         kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
