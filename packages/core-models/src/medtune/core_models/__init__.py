@@ -1,6 +1,6 @@
 """medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups."""
 
-from medtune.core_models import llava_med, miss, tiny  # noqa: F401  (registers the presets)
+from medtune.core_models import bench, llava_med, miss, tiny  # noqa: F401  (registers the presets)
 from medtune.core_models.build import Built, build_random, count_parameters, image_token_count, load
 from medtune.core_models.groups import GROUP_PREFIXES, group_of, grouped_parameters
 from medtune.core_models.presets import (
