@@ -85,3 +85,23 @@ def evaluate(
         bertscore_model=bertscore_model,
         **fields,
     )
+
+
+def validation_loss(built: Built, records: list, *, batch_size: int = 32) -> float:
+    """Return the mean teacher-forced loss of ``built.model`` over ``records`` (weighted by batch size)."""
+    loader = DataLoader(
+        records, batch_size=batch_size, shuffle=False, collate_fn=make_collator(built, train=True)
+    )
+    model = built.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            batch.pop("qids", None)
+            n = len(batch["input_ids"])
+            total += model(**{k: v.to(device) for k, v in batch.items()}).loss.item() * n
+            count += n
+    model.train(was_training)
+    return total / max(count, 1)

@@ -75,6 +75,12 @@ class TrainConfig:
     eval_before: bool = True
     max_new_tokens: int = 8
     output_dir: str = "runs"
+    save_every: int | None = None  # optimizer steps between checkpoints; None: only the final adapter
+    eval_every: int | None = None  # optimizer steps between validation-loss passes (best adapter kept)
+    eval_after: bool = True  # score the tuned model on the test split at the end
+    grad_checkpointing: bool = False
+    fused_norms: bool = True  # the Triton norm kernel for `ln` on GPU
+    load_4bit: bool = False
     method_options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
@@ -97,6 +103,11 @@ class TrainConfig:
             )
         if self.max_grad_norm <= 0:
             problems.append(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
+        for flag, value in (("save-every", self.save_every), ("eval-every", self.eval_every)):
+            if value is not None and value < 1:
+                problems.append(f"--{flag} must be at least 1, got {value}")
+        if self.log_every < 1:
+            problems.append(f"--log-every must be at least 1, got {self.log_every}")
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -44,3 +44,17 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics.jsonl lines logged after ``step`` (a resumed run logs them again)."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -11,20 +12,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from medtune.core_models import load
+from medtune.core_models import Built, load
 from medtune.data import demo_dataset, read_vqa
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter
 from medtune.tuning.apply import Tuned, apply_paradigm
 from medtune.tuning.batches import make_collator
-from medtune.tuning.evaluate import evaluate
-from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.checkpoint import (
+    EpochShuffle,
+    Position,
+    check_resume,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medtune.tuning.evaluate import evaluate, validation_loss
+from medtune.tuning.paradigm import Paradigm, UsageError
 from medtune.tuning.recipes import TrainConfig
-from medtune.tuning.run_dir import MetricsLog, new_run_dir, write_json_atomic
+from medtune.tuning.run_dir import MetricsLog, new_run_dir, truncate_metrics, write_json_atomic
 
 
 @dataclass
@@ -36,7 +46,7 @@ class RunResult:
     first_loss: float
     last_loss: float
     before: dict | None
-    after: dict
+    after: dict | None
     seconds: float
 
 
@@ -60,39 +70,41 @@ def param_groups(tuned: Tuned, weight_decay: float) -> list[dict]:
     ]
 
 
-def train(cfg: TrainConfig, *, progress: bool = True) -> RunResult:
-    """Tune ``cfg.preset`` with ``cfg.method`` under ``cfg.paradigm``; evaluate; write the run directory."""
+def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None) -> RunResult:
+    """Tune ``cfg.preset`` with ``cfg.method`` under ``cfg.paradigm``; evaluate; write the run directory.
+
+    With ``resume``, continue that run directory from its last checkpoint (same configuration only).
+    """
     started = time.perf_counter()
     paradigm = Paradigm.parse(cfg.paradigm, cfg.family)
     source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
     train_records = read_vqa(source, "train")
-    test_records = read_vqa(source, "test")
+    test_records = read_vqa(source, "test") if cfg.eval_after or cfg.eval_before else []
+    val_records = read_validation(source) if cfg.eval_every else []
+    run_config = {
+        **cfg.to_json(),
+        "dataset": {"source": str(source.resolve()), "name": source.name},
+        "groups": list(paradigm.groups),
+    }
+    if resume is not None:
+        check_resume(resume, run_config)
+        checkpoint = find_checkpoint(resume)
     seed_everything(cfg.seed)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no",
-    )
+    # Accumulation is done by hand below so that the step boundaries survive a resume exactly.
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no")
+    main = accelerator.is_main_process
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    built = load(cfg.preset, cfg.model_path)
+    built = load_base(cfg)
     built.model.to(accelerator.device)
-    run_dir = new_run_dir(cfg.output_dir, cfg.family, cfg.method)
-    write_json_atomic(
-        run_dir / "config.json",
-        {
-            **cfg.to_json(),
-            "dataset": {"source": str(source), "name": source.name},
-            "groups": list(paradigm.groups),
-            "base_source": built.source,
-        },
-    )
+    run_dir = resume if resume is not None else shared_run_dir(accelerator, cfg)
     say = accelerator.print
-    say(f"run directory: {run_dir}")
+    say(f"run directory: {run_dir}{' (resuming)' if resume is not None else ''}")
     say(f"data: {source} ({len(train_records)} train / {len(test_records)} test questions)")
 
     before = None
-    if cfg.eval_before:
+    if cfg.eval_before and resume is None and main:
         before = evaluate(
             built, test_records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=progress
         )
@@ -100,127 +112,248 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunResult:
 
     tuned = apply_paradigm(built.model, cfg.family, cfg.method, paradigm, cfg.method_options)
     built.model = tuned.model
+    if cfg.grad_checkpointing:
+        # Non-reentrant checkpointing back-propagates into a block even when none of its inputs require grad
+        # (the frozen-embeddings trap of the reentrant variant, which would silently give LN-tuning no grads).
+        tuned.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.fused_norms and cfg.method == "ln" and torch.cuda.is_available():
+        from medtune.kernels import patch_norms
+
+        say(patch_norms(tuned.model).summary().splitlines()[0] + " with the fused Triton kernel")
     counts = tuned.counts()
-    write_json_atomic(
-        run_dir / "config.json",
-        {
-            **cfg.to_json(),
-            "dataset": {"source": str(source), "name": source.name},
-            "groups": list(paradigm.groups),
-            "base_source": built.source,
-            "params": {
-                "total": counts["total_params"],
-                "trainable": counts["trainable_params"],
-                "peft": counts["peft_params"],
-                "groups": counts["groups"],
-            },
-        },
-    )
+    run_config["base_source"] = built.source
+    run_config["params"] = {
+        "total": counts["total_params"],
+        "trainable": counts["trainable_params"],
+        "peft": counts["peft_params"],
+        "groups": counts["groups"],
+    }
+    if main and resume is None:
+        write_json_atomic(run_dir / "config.json", run_config)
     say(
         f"{cfg.method} under {paradigm}: {counts['trainable_params']:,} of {counts['total_params']:,} parameters "
         f"train ({100 * counts['trainable_ratio']:.4f}%)"
     )
     fingerprint = base_fingerprint(tuned.model, exclude=tuned.trainable)
+    manifest = {
+        "preset": cfg.preset,
+        "family": cfg.family,
+        "method": cfg.method,
+        "paradigm": str(paradigm),
+        "base_fingerprint": fingerprint,
+        "base_source": built.source,
+        "method_details": tuned.details,
+    }
 
+    sampler = EpochShuffle(len(train_records), cfg.seed)
     loader = DataLoader(
-        train_records,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=make_collator(built, train=True),
-        generator=torch.Generator().manual_seed(cfg.seed),
+        train_records, batch_size=cfg.batch_size, sampler=sampler, collate_fn=make_collator(built, train=True)
     )
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(param_groups(tuned, cfg.weight_decay), lr=cfg.lr)
+    # Only the model and the data are prepared: the step count is ours, so the schedule is the same for
+    # one process with batch 2B and two processes with batch B.
+    model, loader = accelerator.prepare(tuned.model, loader)
+    micro_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     scheduler = get_scheduler(
         cfg.scheduler,
         optimizer,
         num_warmup_steps=int(cfg.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(tuned.model, optimizer, loader, scheduler)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    position = Position()
+    if resume is not None:
+        position = load_checkpoint(
+            checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler
+        )
+        if main:
+            truncate_metrics(run_dir / "metrics.jsonl", position.step)
+        say(
+            f"resumed from {checkpoint.name} at step {position.step} (epoch {position.epoch}, "
+            f"batch {position.batch_in_epoch})"
+        )
 
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-    losses: list[float] = []
-    step, tokens, window_start = 0, 0, time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"{cfg.method} tuning", unit="step", disable=not progress)
+    metrics = MetricsLog(run_dir / "metrics.jsonl") if main else None
+    board = tensorboard_writer(run_dir) if main else None
+    tokens, window_start = 0, time.perf_counter()
+    bar = tqdm(
+        total=total_steps,
+        initial=position.step,
+        desc=f"{cfg.method} tuning",
+        unit="step",
+        disable=not progress or not main,
+    )
     model.train()
-    while step < total_steps:
-        for batch in loader:
-            with accelerator.accumulate(model):
-                qids = batch.pop("qids", None)  # noqa: F841  (bookkeeping only)
+    while position.step < total_steps:
+        sampler.start(position.epoch, position.batch_in_epoch * cfg.batch_size * accelerator.num_processes)
+        step_loss = 0.0
+        for micro, batch in enumerate(loader, start=position.batch_in_epoch):
+            batch.pop("qids", None)
+            group_start = micro - micro % cfg.grad_accum
+            in_step = min(cfg.grad_accum, micro_per_epoch - group_start)
+            ends_step = micro + 1 == group_start + in_step
+            with contextlib.nullcontext() if ends_step else accelerator.no_sync(model):
                 loss = model(**batch).loss
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at step {step + 1}; lower --lr (now {cfg.lr}) or --max-grad-norm"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                    raise FloatingPointError(diverged_message(loss.item(), position.step + 1, run_dir, cfg))
+                accelerator.backward(loss / in_step)
+            step_loss += loss.item() / in_step
             tokens += int(batch["attention_mask"].sum())
-            if not accelerator.sync_gradients:
+            position.batch_in_epoch = micro + 1
+            if not ends_step:
                 continue
-            step += 1
-            losses.append(loss.item())
+            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            position.step += 1
+            if position.batch_in_epoch == micro_per_epoch:
+                position.epoch, position.batch_in_epoch = position.epoch + 1, 0
+            position.losses.append(
+                accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean").item()
+            )
+            step_loss = 0.0
+            tokens_per_s = accelerator.reduce(
+                torch.tensor(tokens, device=accelerator.device), "sum"
+            ).item() / max(time.perf_counter() - window_start, 1e-9)
+            lr = scheduler.get_last_lr()[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                metrics.write(
-                    step=step,
-                    epoch=step / steps_per_epoch,
-                    loss=float(np.mean(losses[-cfg.log_every :])),
-                    lr=scheduler.get_last_lr()[0],
-                    seconds=time.perf_counter() - started,
-                    tokens_per_s=tokens / max(elapsed, 1e-9),
-                )
+            bar.set_postfix(loss=f"{position.losses[-1]:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            if main and (position.step % cfg.log_every == 0 or position.step == total_steps):
+                row = {
+                    "step": position.step,
+                    "epoch": position.step / steps_per_epoch,
+                    "loss": float(np.mean(position.losses[-cfg.log_every :])),
+                    "lr": lr,
+                    "seconds": time.perf_counter() - started,
+                    "tokens_per_s": tokens_per_s,
+                }
+                metrics.write(**row)
+                if board is not None:
+                    for key in ("loss", "lr", "tokens_per_s"):
+                        board.add_scalar(f"train/{key}", row[key], position.step)
                 tokens, window_start = 0, time.perf_counter()
-            if step >= total_steps:
+            if cfg.eval_every and (position.step % cfg.eval_every == 0 or position.step == total_steps):
+                built.model = accelerator.unwrap_model(model)
+                val_loss = validation_loss(built, val_records, batch_size=cfg.batch_size)
+                best = position.best_val_loss is None or val_loss < position.best_val_loss
+                if best:
+                    position.best_val_loss = val_loss
+                if main:
+                    metrics.write(step=position.step, val_loss=val_loss)
+                    if board is not None:
+                        board.add_scalar("validation/loss", val_loss, position.step)
+                    if best:
+                        save_adapter(
+                            run_dir / "best",
+                            built.model,
+                            tuned.trainable,
+                            {**manifest, "step": position.step, "val_loss": val_loss},
+                        )
+                    plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
+                bar.write(f"step {position.step}: validation loss {val_loss:.4f}{' (best)' if best else ''}")
+            if main and cfg.save_every and position.step % cfg.save_every == 0:
+                save_checkpoint(
+                    run_dir,
+                    model=accelerator.unwrap_model(model),
+                    names=tuned.trainable,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    position=position,
+                )
+            if position.step >= total_steps:
                 break
     bar.close()
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
+    if board is not None:
+        board.close()
 
     model = accelerator.unwrap_model(model)
     built.model = model
-    save_adapter(
-        run_dir / "adapter",
-        model,
-        tuned.trainable,
-        {
-            "preset": cfg.preset,
-            "family": cfg.family,
-            "method": cfg.method,
-            "paradigm": str(paradigm),
-            "base_fingerprint": fingerprint,
-            "base_source": built.source,
-            "method_details": tuned.details,
-        },
-    )
-    after = evaluate(
-        built,
-        test_records,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
-        out_dir=run_dir,
-        dataset=source.name,
-        split="test",
-        progress=progress,
-    )
-    if before is not None:
-        write_json_atomic(run_dir / "scores_before.json", before)
-    plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    after = None
+    if main:
+        save_adapter(run_dir / "adapter", model, tuned.trainable, manifest)
+        if cfg.eval_after:
+            after = evaluate(
+                built,
+                test_records,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed,
+                out_dir=run_dir,
+                dataset=source.name,
+                split="test",
+                progress=progress,
+            )
+        if before is not None:
+            write_json_atomic(run_dir / "scores_before.json", before)
+        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    accelerator.wait_for_everyone()
     return RunResult(
         run_dir,
         counts,
-        losses[0],
-        float(np.mean(losses[-cfg.log_every :])),
+        position.losses[0] if position.losses else float("nan"),
+        float(np.mean(position.losses[-cfg.log_every :])) if position.losses else float("nan"),
         before,
         after,
         time.perf_counter() - started,
+    )
+
+
+def load_base(cfg: TrainConfig) -> Built:
+    """Return the base model (4-bit frozen weights with ``cfg.load_4bit``); a bad path is a usage error."""
+    try:
+        if not cfg.load_4bit:
+            return load(cfg.preset, cfg.model_path)
+        try:
+            from medtune.core_models.quantize import load_4bit
+        except ImportError:
+            raise UsageError(
+                "--4bit needs medtune.core_models.quantize, which this installation lacks; "
+                "update medtune-core-models or train without --4bit"
+            ) from None
+        return load_4bit(cfg.preset, cfg.model_path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def read_validation(source: Path) -> list:
+    """Return the dataset's validation split, or say that --eval-every needs one."""
+    try:
+        return read_vqa(source, "validation")
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--eval-every needs a validation split in {source}: {err}") from None
+
+
+def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
+    """Return a new run directory made by the main process and shared with every other process."""
+    name = [str(new_run_dir(cfg.output_dir, cfg.family, cfg.method)) if accelerator.is_main_process else ""]
+    if accelerator.num_processes > 1:
+        name = broadcast_object_list(name)
+    return Path(name[0])
+
+
+def tensorboard_writer(run_dir: Path):
+    """Return a TensorBoard SummaryWriter logging into ``run_dir/tensorboard``, or None without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def diverged_message(loss: float, step: int, run_dir: Path, cfg: TrainConfig) -> str:
+    """Return the sentence a NaN/inf loss stops the run with."""
+    kept = (
+        f"the last good checkpoint is kept in {run_dir / 'checkpoint'}"
+        if (run_dir / "checkpoint").exists()
+        else "no checkpoint was written yet (--save-every N writes them)"
+    )
+    return (
+        f"loss became {loss} at step {step}; {kept}; lower --lr (now {cfg.lr:g}) or --max-grad-norm "
+        f"(now {cfg.max_grad_norm:g}) and start the run again"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from medtune.core_models import FAMILY_GROUPS, default_preset, get_preset
@@ -40,6 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         ("max-grad-norm", float),
         ("seed", int),
         ("log-every", int),
+        ("save-every", int),
+        ("eval-every", int),
         ("max-new-tokens", int),
         ("lora-rank", int),
         ("lora-alpha", float),
@@ -56,6 +59,38 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="skip scoring the untuned model first",
     )
+    p.add_argument(
+        "--no-eval",
+        dest="eval_after",
+        action="store_false",
+        default=None,
+        help="skip scoring the tuned model",
+    )
+    p.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations in backward (less memory)",
+    )
+    p.add_argument(
+        "--no-fused-norms",
+        dest="fused_norms",
+        action="store_false",
+        default=None,
+        help="keep torch's norms on GPU for ln (the fused Triton kernel is the default there)",
+    )
+    p.add_argument(
+        "--4bit", dest="load_4bit", action="store_true", default=None, help="4-bit NF4 frozen weights"
+    )
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        help="run data-parallel in N processes through `accelerate launch` (see packages/tuning/README.md)",
+    )
+    p.add_argument("--accelerate-config", type=Path, help="accelerate config file for --num-processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -95,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
             "max_grad_norm",
             "seed",
             "log_every",
+            "save_every",
+            "eval_every",
+            "eval_after",
+            "grad_checkpointing",
+            "fused_norms",
+            "load_4bit",
             "max_new_tokens",
             "lora_rank",
             "lora_alpha",
@@ -118,7 +159,17 @@ def run(args: argparse.Namespace) -> int:
         f"batch {cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'}, "
         f"seed {cfg.seed}"
     )
-    result = train(cfg, progress=not args.quiet)
+    if args.resume is not None and not args.resume.is_dir():
+        raise UsageError(
+            f"--resume {args.resume} does not exist; pass the run directory of the run to continue"
+        )
+    if args.num_processes is not None and args.num_processes > 1:
+        return launch_processes(args.num_processes, args.accelerate_config)
+    try:
+        result = train(cfg, progress=not args.quiet, resume=args.resume)
+    except FloatingPointError as err:  # a diverged loss: the sentence says what to lower
+        print(f"medtune train: stopped: {err}", file=sys.stderr)
+        return 1
     c = result.counts
     print("\n== summary ==")
     print(
@@ -128,7 +179,32 @@ def run(args: argparse.Namespace) -> int:
     print(f"loss                 : {result.first_loss:.3f} -> {result.last_loss:.3f}")
     if result.before is not None:
         print(f"accuracy before      : {format_accuracy(result.before)}")
-    print(f"accuracy after       : {format_accuracy(result.after)}")
+    if result.after is not None:
+        print(f"accuracy after       : {format_accuracy(result.after)}")
     print(f"time                 : {result.seconds:.0f} s")
     print(f"run directory        : {result.run_dir}")
     return 0
+
+
+def launch_processes(n: int, config_file: Path | None) -> int:
+    """Re-run this very command under `accelerate launch` with ``n`` processes; return its exit code."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    for flag in ("--num-processes", "--accelerate-config"):  # the children must not launch again
+        while flag in argv:
+            i = argv.index(flag)
+            del argv[i : i + 2]
+        argv = [a for a in argv if not a.startswith(flag + "=")]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    if config_file is not None:
+        launch += ["--config_file", str(config_file)]
+    else:
+        launch += ["--multi_gpu"] if _cuda_count() >= n else ["--cpu", "--multi_gpu"]
+    return subprocess.call([*launch, "-m", "medtune.tuning.cli", *argv])
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()

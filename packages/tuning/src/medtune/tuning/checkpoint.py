@@ -1,0 +1,193 @@
+"""Training checkpoints: tuned tensors, optimizer, scheduler, RNG states and data position, renamed into place."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import Sampler
+
+from medtune.tuning.paradigm import UsageError
+
+CHECKPOINT = "checkpoint"
+TENSORS = "tuned.safetensors"
+TRAINING_STATE = "training_state.pt"
+POSITION = "position.json"
+# What must equal between a run and its resume: the model, what trains, the data and the trajectory.
+RESUME_IDENTITY = ("family", "method", "preset", "paradigm", "model_path", "method_options", "dataset")
+RESUME_TRAJECTORY = (
+    "lr",
+    "weight_decay",
+    "warmup_ratio",
+    "scheduler",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "max_grad_norm",
+    "seed",
+)
+
+
+@dataclass
+class Position:
+    """Where training stands: optimizer steps done, the epoch, and micro-batches consumed in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_val_loss: float | None = None
+    losses: list[float] = field(default_factory=list)
+
+
+class EpochShuffle(Sampler[int]):
+    """Indices in a fresh permutation per epoch, seeded by (seed, epoch), that can skip what was seen."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.epoch, self.skip = 0, 0
+
+    def start(self, epoch: int, skip_samples: int = 0) -> None:
+        """Make the next iteration yield epoch ``epoch``'s order without its first ``skip_samples``."""
+        self.epoch, self.skip = epoch, skip_samples
+
+    def __iter__(self):
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        )
+        return iter(order[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.size - self.skip)
+
+
+def rng_states() -> dict[str, Any]:
+    """Return the Python, NumPy, torch and (if present) CUDA generator states."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore generator states saved by :func:`rng_states`."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def tuned_state(model: nn.Module, names: frozenset[str]) -> dict[str, torch.Tensor]:
+    """Return CPU copies of the tuned tensors named ``names``."""
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if n in names}
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise a sentence when ``folder``'s disk has less than ``needed`` bytes (plus 10%) free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.1:
+        raise OSError(
+            f"not enough disk space for the {what} in {folder}: it needs about {needed / 2**20:.1f} MiB and "
+            f"{free / 2**20:.1f} MiB are free; free some space or pass --output-dir on a larger disk "
+            "(the previous checkpoint is kept)"
+        )
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    model: nn.Module,
+    names: frozenset[str],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    position: Position,
+    name: str = CHECKPOINT,
+) -> Path:
+    """Write ``run_dir/name/`` via a temporary folder renamed into place; the previous one survives any kill."""
+    tensors = tuned_state(model, names)
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
+    optimizer_bytes = sum(
+        t.numel() * t.element_size()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
+    check_free_space(
+        run_dir, sum(t.numel() * t.element_size() for t in tensors.values()) + optimizer_bytes, name
+    )
+    path = run_dir / name
+    tmp, old = run_dir / f".{name}.tmp", run_dir / f".{name}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / TENSORS), metadata={"format": "pt"})
+    torch.save(state, tmp / TRAINING_STATE)
+    (tmp / POSITION).write_text(json.dumps(asdict(position)) + "\n")
+    for file in tmp.iterdir():  # data on disk before the rename makes it visible
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+    if path.exists():  # else a kill mid-swap left .old as the only complete checkpoint: keep it until now
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """Return the run's latest complete checkpoint (also one a kill left mid-swap as ``.checkpoint.old``)."""
+    for candidate in (run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.old"):
+        if (candidate / POSITION).is_file():
+            return candidate
+    raise UsageError(
+        f"{run_dir} has no checkpoint to resume from (no {CHECKPOINT}/{POSITION}); the run was killed before "
+        "its first --save-every interval, so start it again without --resume"
+    )
+
+
+def load_checkpoint(
+    path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> Position:
+    """Copy a checkpoint's tensors, optimizer, scheduler and RNG states in place; return the data position."""
+    tensors = load_file(str(path / TENSORS))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    state = torch.load(path / TRAINING_STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_states(state["rng"])
+    return Position(**json.loads((path / POSITION).read_text()))
+
+
+def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Return the saved config of ``run_dir`` after checking ``config`` continues the same run."""
+    file = run_dir / "config.json"
+    if not file.is_file():
+        raise UsageError(f"--resume {run_dir}: not a medtune run directory (no config.json)")
+    saved = json.loads(file.read_text())
+    differ = [
+        f"{key} {saved.get(key)!r} there, {config.get(key)!r} now"
+        for key in (*RESUME_IDENTITY, *RESUME_TRAJECTORY)
+        if _plain(saved.get(key)) != _plain(config.get(key))
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume {run_dir} was made with another configuration ({'; '.join(differ)}); "
+            "resume with the run's own settings or start a new run"
+        )
+    return saved
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
