@@ -67,7 +67,9 @@ def default_seq_len(model: nn.Module, family: str) -> int:
     return 35  # BLIP-VQA's question limit
 
 
-def stacks(model: nn.Module, family: str, seq_len: int, answer_len: int = 10) -> list[Stack]:
+def stacks(
+    model: nn.Module, family: str, seq_len: int, answer_len: int = 10, fused: bool = True
+) -> list[Stack]:
     """Return the model's transformer stacks in forward order with their shapes for one training sequence."""
     config = model.config
     vision = config.vision_config
@@ -80,14 +82,14 @@ def stacks(model: nn.Module, family: str, seq_len: int, answer_len: int = 10) ->
         vision.hidden_size,
         vision.num_attention_heads,
         patches,
-        eager=family == "miss",
+        eager=family == "miss" or not fused,
     )
     text = config.text_config
     if family == "llava":
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         kv = (text.num_key_value_heads or text.num_attention_heads) * head_dim
         llm = Stack("llm", text.num_hidden_layers, text.hidden_size, text.intermediate_size, kv,
-                    text.num_attention_heads, seq_len)  # fmt: skip
+                    text.num_attention_heads, seq_len, eager=not fused)  # fmt: skip
         return [vit, llm]
     bert = dict(layers=text.num_hidden_layers, hidden=text.hidden_size, intermediate=text.intermediate_size,
                 kv_dim=text.hidden_size, heads=text.num_attention_heads, eager=True)  # fmt: skip
@@ -119,8 +121,13 @@ def plan_memory(
     four_bit: bool = False,
     grad_checkpointing: bool = False,
     dtype_bytes: int = 2,
+    fused_attention: bool = True,
 ) -> MemoryPlan:
-    """Return the estimated peak training memory of ``tuned`` (a Tuned from apply_paradigm) for one step."""
+    """Return the estimated peak training memory of ``tuned`` (a Tuned from apply_paradigm) for one step.
+
+    ``fused_attention``: SDPA's flash/memory-efficient kernels (GPU) keep no (tokens x tokens) probabilities; the
+    CPU math path does.
+    """
     model, family = tuned.model, tuned.family
     seq_len = seq_len or default_seq_len(model, family)
     frozen_linear = set()
@@ -149,7 +156,7 @@ def plan_memory(
         else:
             weights += dtype_bytes * n
     activations = 0
-    order = stacks(model, family, seq_len)
+    order = stacks(model, family, seq_len, fused=fused_attention)
     for i, stack in enumerate(order):
         # the gradient crosses this stack if it, or anything feeding it, trains (llava's input embeddings feed the LLM)
         upstream = [s.group for s in order[: i + 1]] + (
