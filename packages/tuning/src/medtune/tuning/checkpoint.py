@@ -96,7 +96,7 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     """Raise a sentence when ``folder``'s disk has less than ``needed`` bytes (plus 10%) free."""
     free = shutil.disk_usage(folder).free
     if free < needed * 1.1:
-        raise OSError(
+        raise UsageError(
             f"not enough disk space for the {what} in {folder}: it needs about {needed / 2**20:.1f} MiB and "
             f"{free / 2**20:.1f} MiB are free; free some space or pass --output-dir on a larger disk "
             "(the previous checkpoint is kept)"

@@ -115,7 +115,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing back-propagates into a block even when none of its inputs require grad
         # (the frozen-embeddings trap of the reentrant variant, which would silently give LN-tuning no grads).
-        tuned.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(tuned.model)
     if cfg.fused_norms and cfg.method == "ln" and torch.cuda.is_available():
         from medtune.kernels import patch_norms
 
@@ -237,7 +237,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 tokens, window_start = 0, time.perf_counter()
             if cfg.eval_every and (position.step % cfg.eval_every == 0 or position.step == total_steps):
                 built.model = accelerator.unwrap_model(model)
-                val_loss = validation_loss(built, val_records, batch_size=cfg.batch_size)
+                val_loss = validation_loss(built, val_records, batch_size=4 * cfg.batch_size)  # no grads kept
                 best = position.best_val_loss is None or val_loss < position.best_val_loss
                 if best:
                     position.best_val_loss = val_loss
@@ -300,6 +300,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         after,
         time.perf_counter() - started,
     )
+
+
+def enable_checkpointing(model) -> None:
+    """Turn on non-reentrant activation checkpointing (transformers 5 renamed the method)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def load_base(cfg: TrainConfig) -> Built:
