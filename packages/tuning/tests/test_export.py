@@ -1,0 +1,81 @@
+"""Adapters: merged export equals the adapted model, another base is refused, LN swaps take milliseconds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from medtune.core_models import load
+from medtune.data import demo_dataset, read_vqa
+from medtune.tuning import load_adapter
+from medtune.tuning.batches import make_collator
+from medtune.tuning.cli import main
+from medtune.tuning.export import merged_model
+
+FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2", "--max-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, demo_cache):
+    out = tmp_path_factory.mktemp("lora-runs")
+    assert main(["train", "llava", "lora", *FAST, "--lr", "0.05", "--output-dir", str(out)]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def logits(built, records) -> torch.Tensor:
+    batch = make_collator(built, train=True)(records)
+    batch.pop("qids")
+    built.model.eval()
+    with torch.no_grad():
+        return built.model(**batch).logits
+
+
+def test_export_merge_writes_a_checkpoint_that_predicts_like_base_plus_adapter(
+    lora_run, tmp_path, demo_cache
+):
+    records = read_vqa(demo_dataset("downstream"), "test")[:3]
+    out = tmp_path / "merged"
+    assert main(["export", str(lora_run), "--merge", "--out", str(out)]) == 0
+    merged = load("tiny-llava", out)
+    assert not any(".lora_" in n for n, _ in merged.model.named_parameters())
+    adapted = merged_model(lora_run / "adapter")  # same numbers, reached through PEFT's merge in memory
+    base = load("tiny-llava")
+    got, want, untouched = logits(merged, records), logits(adapted, records), logits(base, records)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (
+        got - untouched
+    ).abs().max() > 1e-3  # the adapter changed the model, so equality above means something
+
+
+def test_export_refuses_a_non_empty_out_folder(lora_run, tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["export", str(lora_run), "--merge", "--out", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_load_adapter_refuses_an_adapter_made_for_another_base_and_swaps_ln_fast(tmp_path, demo_cache):
+    out = tmp_path / "runs"
+    assert main(["train", "llava", "ln", *FAST, "--output-dir", str(out)]) == 0
+    (run,) = out.iterdir()
+    from medtune.tuning.apply import apply_paradigm
+    from medtune.tuning.paradigm import Paradigm
+
+    other = load("tiny-llava")
+    with torch.no_grad():
+        other.model.model.language_model.layers[0].mlp.up_proj.weight.add_(0.01)
+    with pytest.raises(ValueError, match="was made for another base model"):
+        load_adapter(other.model, run / "adapter")
+
+    same = load("tiny-llava")
+    model = apply_paradigm(same.model, "llava", "ln", Paradigm.parse(None, "llava")).model
+    load_adapter(model, run / "adapter")  # checks the fingerprint once
+    start = time.perf_counter()
+    for _ in range(10):
+        load_adapter(model, run / "adapter", check_base=False)
+    per_swap = (time.perf_counter() - start) / 10
+    assert per_swap < 0.5, f"an LN adapter swap took {per_swap * 1000:.0f} ms"
+    print(f"LN adapter swap: {per_swap * 1000:.1f} ms")
