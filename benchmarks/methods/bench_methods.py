@@ -246,6 +246,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             step(c, batch, device)
         memory[c.method] = measure_memory(c, batch, device)
         adapters[c.method] = adapter_bytes(c, preset.name, paradigm)
+        if not args.quiet:
+            print(f"warmed up {c.method}: peak {memory[c.method]['peak_bytes'] / 2**20:.1f} MiB", flush=True)
     for r in range(args.rounds):
         for c in (
             contenders if r % 2 == 0 else reversed(contenders)
@@ -257,7 +259,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         if not args.quiet:
             print(
                 f"round {r + 1}/{args.rounds}: "
-                + ", ".join(f"{c.method} {c.times[-1]:.2f}s" for c in contenders)
+                + ", ".join(f"{c.method} {c.times[-1]:.2f}s" for c in contenders),
+                flush=True,
             )
 
     rows = []
@@ -316,17 +319,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", default="bench-llava", help="a llava-family preset (default bench-llava)")
     p.add_argument("--paradigm", default="F,F,PEFT,F")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="comma-separated, default all six")
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--text-tokens", type=int, default=63, help="text tokens after the image tokens")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps per method before timing")
     p.add_argument("--rounds", type=int, default=6, help="round-robin rounds over the methods")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument(
         "--4bit", dest="four_bit", action="store_true", help="4-bit frozen weights where supported"
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared, oversubscribed CPU, OpenMP threads spin-waiting on each "
+        "other make every small op erratic; 0 keeps torch's choice)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE, help="folder for results.csv and results.png")
     p.add_argument("--no-plot", dest="plot", action="store_false")
@@ -344,9 +353,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, append the CSV, plot, print the table and the targets; return 0."""
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args)
+    try:
+        rows = run(args)
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process (tests, the CLI) keeps its setting
     if not rows:
         print("no method could run; nothing written")
         return 1

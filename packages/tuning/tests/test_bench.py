@@ -1,0 +1,131 @@
+"""`medtune bench methods` on the tiny preset: it runs every method, writes well-formed CSV rows and a plot."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from medtune.tuning.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+HARNESS = ROOT / "benchmarks" / "methods" / "bench_methods.py"
+METHODS = ["full", "ln", "attention", "ffn", "lora", "prefix"]
+INT_COLUMNS = [
+    "batch",
+    "seq_len",
+    "threads",
+    "steps",
+    "weights_bytes",
+    "grads_bytes",
+    "optimizer_bytes",
+    "activations_bytes",
+    "peak_bytes",
+    "total_params",
+    "trainable_params",
+    "adapter_bytes",
+]
+FLOAT_COLUMNS = ["p20_ms", "p50_ms", "p80_ms", "tokens_per_s"]
+
+
+def load_harness():
+    spec = importlib.util.spec_from_file_location("bench_methods_under_test", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "methods", "--preset", "tiny-llava", "--rounds", "1", "--steps", "1", "--warmup", "0"]
+    status = main([*argv, "--batch", "2", "--text-tokens", "12", "--out", str(out), "--quiet"])
+    return status, out
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_writes_one_well_formed_row_per_method(tiny_run):
+    status, out = tiny_run
+    assert status == 0
+    header, rows = read_rows(out / "results.csv")
+    assert header == load_harness().COLUMNS
+    assert [r["method"] for r in rows] == METHODS
+    assert len({r["run_id"] for r in rows}) == 1
+    for r in rows:
+        assert r["preset"] == "tiny-llava" and r["paradigm"] == "F,F,PEFT,F" and r["dtype"] == "float32"
+        assert r["torch"] and r["transformers"] and r["device"]
+        assert (int(r["steps"]), int(r["batch"])) == (1, 2)
+        assert int(r["seq_len"]) == 1 + 36 + 12  # bos + tiny-llava's 36 image tokens + text
+        for c in INT_COLUMNS:
+            assert int(r[c]) >= 0, c
+        p20, p50, p80 = (float(r[c]) for c in ("p20_ms", "p50_ms", "p80_ms"))
+        assert 0 < p20 <= p50 <= p80
+        assert float(r["tokens_per_s"]) == pytest.approx(2 * int(r["seq_len"]) / (p50 / 1e3), rel=0.01)
+        assert 0 < int(r["trainable_params"]) < int(r["total_params"])
+    assert (out / "results.png").stat().st_size > 0
+
+
+def test_memory_split_adds_up_and_follows_what_trains(tiny_run):
+    _, out = tiny_run
+    rows = {r["method"]: r for r in read_rows(out / "results.csv")[1]}
+    for r in rows.values():
+        parts = sum(
+            int(r[c]) for c in ("weights_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes")
+        )
+        assert parts == int(r["peak_bytes"])
+        assert int(r["activations_bytes"]) > 0
+        # fp32 gradients: 4 bytes per trainable element; AdamW: two fp32 moments plus a step counter per tensor
+        assert int(r["grads_bytes"]) == 4 * int(r["trainable_params"])
+        assert (
+            8 * int(r["trainable_params"])
+            <= int(r["optimizer_bytes"])
+            <= 8 * int(r["trainable_params"]) + 8 * 400
+        )
+    full, ln = rows["full"], rows["ln"]
+    assert int(ln["optimizer_bytes"]) < 0.01 * int(full["optimizer_bytes"])
+    # the adapter holds exactly the trainable fp32 tensors, plus the safetensors header and manifest
+    for r in rows.values():
+        assert (
+            4 * int(r["trainable_params"])
+            < int(r["adapter_bytes"])
+            < 4 * int(r["trainable_params"]) + 64 * 1024
+        )
+
+
+def test_appends_to_an_existing_csv_and_refuses_a_foreign_one(tmp_path):
+    harness = load_harness()
+    row = harness.Row(*[0] * len(harness.COLUMNS))
+    path = tmp_path / "results.csv"
+    harness.append_rows(path, [row])
+    harness.append_rows(path, [row, row])
+    assert len(read_rows(path)[1]) == 3
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit, match="differ from this harness"):
+        harness.append_rows(foreign, [row])
+
+
+def test_bad_method_is_refused_with_a_sentence(tmp_path, capsys):
+    status = main(["bench", "methods", "--methods", "ln,dora", "--out", str(tmp_path)])
+    assert status == 2
+    assert "unknown method(s) dora" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_kernels_suite_says_it_needs_a_gpu(capsys, tmp_path):
+    pytest.importorskip("triton")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the kernel benchmark would really run")
+    assert main(["bench", "kernels", "--out", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
