@@ -107,29 +107,25 @@ class Contender:
 
 def prepare(base, method: str, paradigm: Paradigm, four_bit: bool) -> Contender:
     """Return ``method`` applied to a deep copy of ``base`` with an AdamW over its trainable tensors."""
-    model = copy.deepcopy(base)
+    tuned = apply_paradigm(copy.deepcopy(base), "llava", method, paradigm, MethodOptions())
     if four_bit:
-        model = quantize_frozen(model)
-    tuned = apply_paradigm(model, "llava", method, paradigm, MethodOptions())
+        quantize_frozen(tuned)
     tuned.model.train()
     params = [p for p in tuned.model.parameters() if p.requires_grad]
     return Contender(method, tuned, torch.optim.AdamW(params, lr=1e-5), [])
 
 
-def quantize_frozen(model):
-    """Return ``model`` with 4-bit frozen weights via medtune.core_models.quantize, or raise why not."""
+def quantize_frozen(tuned: Tuned) -> None:
+    """Make the tuned model's frozen linears NF4 (medtune.core_models.quantize), or raise why it cannot."""
     try:
-        from medtune.core_models import quantize  # owned by the methods/quantisation engineer
-    except ImportError:
+        from medtune.core_models.quantize import quantize_frozen as to_nf4
+    except ImportError as err:
+        raise RuntimeError(f"4-bit weights are unavailable here ({err}); --4bit rows are skipped") from None
+    report = to_nf4(tuned.model, tuned.trainable)
+    if not report.quantized:
         raise RuntimeError(
-            "medtune.core_models.quantize is not present yet, so --4bit rows are skipped"
-        ) from None
-    fn = getattr(quantize, "quantize_4bit", None) or getattr(quantize, "to_4bit", None)
-    if fn is None:
-        raise RuntimeError(
-            "medtune.core_models.quantize has no quantize_4bit(model); --4bit rows are skipped"
+            "no frozen linear layer to quantise, so its 4-bit row would equal the 16/32-bit one"
         )
-    return fn(model) or model
 
 
 def step(c: Contender, batch: dict, device: torch.device) -> None:
@@ -149,6 +145,17 @@ def tensor_bytes(tensors) -> int:
         s = t.untyped_storage()
         seen[s.data_ptr()] = s.nbytes()
     return sum(seen.values())
+
+
+def quant_state_tensors(model) -> list[torch.Tensor]:
+    """Return the block scales and codebooks of NF4 weights (bitsandbytes keeps them beside the packed codes)."""
+    out = []
+    for p in model.parameters():
+        state = getattr(p, "quant_state", None)
+        while state is not None:
+            out += [v for v in vars(state).values() if torch.is_tensor(v)]
+            state = getattr(state, "state2", None)
+    return out
 
 
 def measure_memory(c: Contender, batch: dict, device: torch.device) -> dict:
@@ -177,7 +184,7 @@ def measure_memory(c: Contender, batch: dict, device: torch.device) -> dict:
         loss = model(**batch).loss
     loss.backward()
     opt.step()
-    weights = tensor_bytes([*model.parameters(), *model.buffers()])
+    weights = tensor_bytes([*model.parameters(), *model.buffers(), *quant_state_tensors(model)])
     grads = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
     state = tensor_bytes(v for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
     activations = sum(saved.values())

@@ -129,3 +129,16 @@ def test_kernels_suite_says_it_needs_a_gpu(capsys, tmp_path):
         pytest.skip("a GPU is visible: the kernel benchmark would really run")
     assert main(["bench", "kernels", "--out", str(tmp_path)]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_4bit_rows_hold_nf4_weights(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    argv = ["bench", "methods", "--preset", "tiny-llava", "--methods", "ln", "--rounds", "1", "--steps", "1"]
+    common = [*argv, "--warmup", "0", "--batch", "1", "--text-tokens", "4", "--no-plot", "--quiet"]
+    assert main([*common, "--out", str(tmp_path)]) == 0
+    assert main([*common, "--4bit", "--out", str(tmp_path)]) == 0
+    plain, nf4 = read_rows(tmp_path / "results.csv")[1]
+    assert (plain["four_bit"], nf4["four_bit"]) == ("False", "True")
+    # frozen linears at ~4.1 bits instead of 32: well under half the fp32 weight bytes, but not zero
+    assert 0 < int(nf4["weights_bytes"]) < 0.5 * int(plain["weights_bytes"])
+    assert nf4["trainable_params"] == plain["trainable_params"]
