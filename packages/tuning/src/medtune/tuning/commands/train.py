@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 def launch_processes(n: int, config_file: Path | None) -> int:
     """Re-run this very command under `accelerate launch` with ``n`` processes; return its exit code."""
+    import os
     import subprocess
 
     argv = sys.argv[1:]
@@ -196,12 +197,14 @@ def launch_processes(n: int, config_file: Path | None) -> int:
             i = argv.index(flag)
             del argv[i : i + 2]
         argv = [a for a in argv if not a.startswith(flag + "=")]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    if config_file is not None:
-        launch += ["--config_file", str(config_file)]
+    if config_file is None and _cuda_count() < n:
+        # accelerate launch has no CPU multi-process flag; torchrun's environment makes Accelerator use gloo.
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n)]
     else:
-        launch += ["--multi_gpu"] if _cuda_count() >= n else ["--cpu", "--multi_gpu"]
-    return subprocess.call([*launch, "-m", "medtune.tuning.cli", *argv])
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+        launch += ["--config_file", str(config_file)] if config_file is not None else ["--multi_gpu"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"} if launch[2] == "torch.distributed.run" else None
+    return subprocess.call([*launch, "-m", "medtune.tuning.cli", *argv], env=env)
 
 
 def _cuda_count() -> int:
