@@ -55,19 +55,21 @@ def plot(rows, path: Path) -> Path:
     return path
 
 
-def latest_run(csv_path: Path) -> list[SimpleNamespace]:
-    """Return the rows of the CSV's most recent run, numbers parsed."""
+def latest_run(csv_path: Path, run_id: str | None = None) -> list[SimpleNamespace]:
+    """Return the rows of run ``run_id`` (default: the CSV's most recent run), numbers parsed."""
     with csv_path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"{csv_path} has no rows; run bench_methods.py first")
-    last = rows[-1]["run_id"]
+    last = run_id or rows[-1]["run_id"]
     out = []
     for r in rows:
         if r["run_id"] != last:
             continue
         parsed = {k: _number(v) for k, v in r.items()}
         out.append(SimpleNamespace(**parsed))
+    if not out:
+        raise SystemExit(f"{csv_path} has no run {last!r}; its run_id column names the runs")
     return out
 
 
@@ -84,4 +86,4 @@ if __name__ == "__main__":
     here = Path(__file__).resolve().parent
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "results.csv"
     dst = Path(sys.argv[2]) if len(sys.argv) > 2 else src.with_suffix(".png")
-    print(plot(latest_run(src), dst))
+    print(plot(latest_run(src, sys.argv[3] if len(sys.argv) > 3 else None), dst))
