@@ -4,8 +4,8 @@ norm kernel against QLoRA, batch 1 at the real sequence length, gradient checkpo
     python benchmarks/methods/gpu_7b.py                    # ~3-5 minutes on an H100, writes gpu_7b.csv
     python benchmarks/methods/gpu_7b.py --steps 5 --text-tokens 64
 
-Random init (shapes are what matter for time and memory). The LLM's linear weights become bitsandbytes NF4
-(double-quantised, bf16 compute) as in QLoRA; the vision tower, connector, embeddings and head stay bf16 and frozen.
+Random init (shapes are what matter for time and memory). Every frozen linear becomes bitsandbytes NF4 (double-quantised,
+bf16 compute; medtune.core_models.quantize) as in QLoRA; embeddings, norms and the head stay bf16, the tuned norms fp32.
 `ln` and `ln-fused` share one model (the kernel is patched in for `ln-fused` and restored after), `lora` gets its own;
 the three are timed round-robin. Peak memory of each is its resident tensors plus the largest allocation rise during
 one of its steps (torch.cuda.max_memory_allocated), so the other resident model does not count against it.
@@ -26,41 +26,10 @@ HERE = Path(__file__).resolve().parent
 GIB = 1024**3
 
 
-def quantize_llm_linears(model) -> int:
-    """Swap every LLM linear for a bitsandbytes NF4 Linear4bit on the GPU; return how many were swapped."""
-    import bitsandbytes as bnb
-    from torch import nn
-
-    llm = model.model.language_model
-    swapped = 0
-    for parent in list(llm.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear:
-                continue
-            q = bnb.nn.Linear4bit(
-                child.in_features,
-                child.out_features,
-                bias=child.bias is not None,
-                compute_dtype=torch.bfloat16,
-                compress_statistics=True,
-                quant_type="nf4",
-                device="meta",
-            )
-            q.weight = bnb.nn.Params4bit(
-                child.weight.data.to("cpu"), requires_grad=False, compress_statistics=True, quant_type="nf4"
-            ).to("cuda")  # quantised on the way to the device
-            if child.bias is not None:
-                q.bias = nn.Parameter(child.bias.data, requires_grad=False)
-            setattr(parent, name, q)
-            swapped += 1
-            del child
-    torch.cuda.empty_cache()
-    return swapped
-
-
-def build(method: str, seq_text: int):
-    """Return (tuned model, optimizer, batch) for ``method`` on a fresh 4-bit 7B LLaVA-Med v1.5."""
+def build(preset: str, method: str, seq_text: int, device: torch.device):
+    """Return (tuned model, optimizer, batch) for ``method`` on a fresh 4-bit model of ``preset``."""
     from medtune.core_models import build_random
+    from medtune.core_models.quantize import quantize_frozen
     from medtune.tuning.apply import apply_paradigm
     from medtune.tuning.paradigm import Paradigm
 
@@ -68,30 +37,40 @@ def build(method: str, seq_text: int):
     from bench_methods import synthetic_batch
 
     torch.manual_seed(0)
-    model = build_random("llava-med-v1.5", device="cuda", dtype=torch.bfloat16)
-    n = quantize_llm_linears(model)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = build_random(preset, device=device, dtype=dtype)
     tuned = apply_paradigm(model, "llava", method, Paradigm.parse("F,F,PEFT,F", "llava"))
+    report = quantize_frozen(tuned.model, tuned.trainable)  # QLoRA's setting: every frozen linear in NF4
     model = tuned.model
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     batch = synthetic_batch(model.config, 1, seq_text, model.config.vision_config.image_size)
-    batch = {k: v.cuda() for k, v in batch.items()}
-    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-    print(f"{method}: {n} linears in NF4, {sum(p.numel() for p in params):,} trainable", flush=True)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    batch["pixel_values"] = batch["pixel_values"].to(dtype)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    print(
+        f"{method}: {len(report.quantized)} linears in NF4, {sum(p.numel() for p in params):,} trainable",
+        flush=True,
+    )
     return model, opt, batch
 
 
-def step(model, opt, batch) -> None:
-    """One step: bf16 autocast forward, backward, AdamW; synchronised so the clock sees the GPU work."""
+def step(model, opt, batch, device: torch.device) -> None:
+    """One step: bf16 autocast forward (GPU), backward, AdamW; synchronised so the clock sees the GPU work."""
     opt.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = model(**batch).loss
     loss.backward()
     opt.step()
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     p.add_argument("--out", type=Path, default=HERE / "gpu_7b.csv")
+    p.add_argument("--preset", default="llava-med-v1.5")
+    p.add_argument(
+        "--device", default="cuda", help="cpu only as a smoke test of this script (e.g. tiny-llava)"
+    )
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print(
             "gpu_7b.py needs a CUDA GPU (it trains a 4-bit 7B LLaVA-Med) and none is visible to torch "
             f"{torch.__version__}; run it on a machine with one. The CPU benchmark is bench_methods.py.",
@@ -112,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from medtune.kernels import patch_norms
 
-    ln_model, ln_opt, batch = build("ln", args.text_tokens)
-    lora_model, lora_opt, _ = build("lora", args.text_tokens)
+    ln_model, ln_opt, batch = build(args.preset, "ln", args.text_tokens, device)
+    lora_model, lora_opt, _ = build(args.preset, "lora", args.text_tokens, device)
+    cuda = device.type == "cuda"
     patch = patch_norms(ln_model)
     print(patch.summary())
     patch.restore()
@@ -128,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         for method, (model, opt, to_patch) in contenders.items():
             handle = patch_norms(to_patch, verify=False) if to_patch is not None else None
             for _ in range(args.steps):
-                torch.cuda.reset_peak_memory_stats()
-                before = torch.cuda.memory_allocated()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated() if cuda else 0
                 start = time.perf_counter()
-                step(model, opt, batch)
+                step(model, opt, batch, device)
                 elapsed = time.perf_counter() - start
-                rise = torch.cuda.max_memory_allocated() - before
+                rise = torch.cuda.max_memory_allocated() - before if cuda else 0
                 if r >= args.warmup:
                     times[method].append(elapsed)
                     resident = sum(t.untyped_storage().nbytes() for t in model.parameters()) + sum(
@@ -154,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         p20, p50, p80 = (float(x) * 1e3 for x in q)
         rows.append(
             {
-                "device": torch.cuda.get_device_name(),
+                "device": torch.cuda.get_device_name() if cuda else "cpu (smoke test)",
                 "torch": torch.__version__,
-                "preset": "llava-med-v1.5",
+                "preset": args.preset,
                 "method": method,
                 "four_bit": True,
                 "batch": 1,

@@ -142,3 +142,32 @@ def test_4bit_rows_hold_nf4_weights(tmp_path):
     # frozen linears at ~4.1 bits instead of 32: well under half the fp32 weight bytes, but not zero
     assert 0 < int(nf4["weights_bytes"]) < 0.5 * int(plain["weights_bytes"])
     assert nf4["trainable_params"] == plain["trainable_params"]
+
+
+def test_gpu_script_runs_its_whole_path_on_a_tiny_model(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    spec = importlib.util.spec_from_file_location("gpu_7b_under_test", HARNESS.parent / "gpu_7b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "gpu.csv"
+    argv = [
+        "--preset",
+        "tiny-llava",
+        "--device",
+        "cpu",
+        "--text-tokens",
+        "4",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+    ]
+    assert module.main([*argv, "--steps", "1", "--out", str(out)]) == 0
+    _, rows = read_rows(out)
+    assert [r["method"] for r in rows] == ["ln", "ln-fused", "lora"]
+    assert all(float(r["p50_ms"]) > 0 and int(r["seq_len"]) == 1 + 36 + 4 for r in rows)
+    if not __import__("torch").cuda.is_available():
+        assert (
+            module.main(["--out", str(out)]) == 2
+        )  # the real run refuses without a GPU, writing nothing more
+        assert len(read_rows(out)[1]) == 3
