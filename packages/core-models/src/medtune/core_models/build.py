@@ -53,13 +53,11 @@ def image_token_count(config) -> int:
 
 def build_random(
     preset: str | Preset, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-):
+) -> PreTrainedModel:
     """Return a randomly initialised model of the preset (``device="meta"`` allocates no memory)."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    config = preset.make_config()
-    with torch.device(device):
-        model = MODEL_CLASSES[preset.family]._from_config(config, dtype=dtype)
-    return model
+    from medtune.core_models.model_class import build_model  # the subclass table imports this module
+
+    return build_model(preset, device=device, dtype=dtype)
 
 
 def load(
@@ -76,8 +74,10 @@ def load(
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"model path {path} {what}; point --model-path at a local checkpoint folder")
+    from medtune.core_models.model_class import model_class_for
+
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
-    model_cls = MODEL_CLASSES[preset.family]
+    model_cls = model_class_for(preset)
     if architectures and model_cls.__name__ not in architectures:
         raise ValueError(
             f"checkpoint {path} holds {', '.join(architectures)}, not a {preset.family} model "

@@ -26,32 +26,10 @@ class Tuned:
     details: dict = field(default_factory=dict)
 
     def counts(self) -> dict:
-        """Return the paper's accounting: total, trainable, PEFT params and per-group numbers."""
-        groups = {
-            g: {"state": self.paradigm.state(g), "params": 0, "trainable": 0, "peft": 0}
-            for g in self.paradigm.groups
-        }
-        total = trainable = peft = 0
-        for name, p in self.model.named_parameters():
-            n = p.numel()
-            row = groups[group_of(name, self.family)]
-            row["params"] += n
-            total += n
-            if name in self.trainable:
-                row["trainable"] += n
-                trainable += n
-            if name in self.peft:
-                row["peft"] += n
-                peft += n
-        peft_group_params = sum(r["params"] for g, r in groups.items() if r["state"] == "PEFT")
-        return {
-            "total_params": total,
-            "trainable_params": trainable,
-            "trainable_ratio": trainable / total if total else 0.0,
-            "peft_params": peft,
-            "peft_ratio": peft / peft_group_params if peft_group_params else 0.0,
-            "groups": groups,
-        }
+        """Return the paper's accounting: base-model totals; trainable, PEFT and per-group numbers."""
+        from medtune.tuning.accounting import paper_counts
+
+        return paper_counts(self)
 
 
 def apply_paradigm(

@@ -135,6 +135,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         f"train ({100 * counts['trainable_ratio']:.4f}%)"
     )
     fingerprint = base_fingerprint(tuned.model, exclude=tuned.trainable)
+    if cfg.load_4bit:
+        # After the fingerprint, which names the full-precision base the adapter can be loaded into.
+        from medtune.core_models.quantize import quantize_frozen
+
+        report = quantize_frozen(tuned.model, tuned.trainable)
+        say(f"4-bit: {len(report.quantized)} frozen linear layers now NF4, {len(report.kept)} kept full precision")
     manifest = {
         "preset": cfg.preset,
         "family": cfg.family,
@@ -311,18 +317,16 @@ def enable_checkpointing(model) -> None:
 
 
 def load_base(cfg: TrainConfig) -> Built:
-    """Return the base model (4-bit frozen weights with ``cfg.load_4bit``); a bad path is a usage error."""
+    """Return the full-precision base model; a bad path, or --4bit without bitsandbytes, is a usage error."""
     try:
-        if not cfg.load_4bit:
-            return load(cfg.preset, cfg.model_path)
-        try:
-            from medtune.core_models.quantize import load_4bit
-        except ImportError:
-            raise UsageError(
-                "--4bit needs medtune.core_models.quantize, which this installation lacks; "
-                "update medtune-core-models or train without --4bit"
-            ) from None
-        return load_4bit(cfg.preset, cfg.model_path)
+        if cfg.load_4bit:
+            from medtune.core_models.quantize import QuantizationUnavailable, require_bitsandbytes
+
+            try:
+                require_bitsandbytes()
+            except QuantizationUnavailable as err:
+                raise UsageError(str(err)) from None
+        return load(cfg.preset, cfg.model_path)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
 
