@@ -17,8 +17,19 @@ LLM = "model.language_model"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    argv = ["train", "llava", "ln", "--max-steps", "4", "--log-every", "2", "--no-eval-before", "--quiet",
-            "--output-dir", str(out)]
+    argv = [
+        "train",
+        "llava",
+        "ln",
+        "--max-steps",
+        "4",
+        "--log-every",
+        "2",
+        "--no-eval-before",
+        "--quiet",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     (run,) = out.iterdir()
     return run
@@ -26,7 +37,14 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_holds_every_file(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "metrics.jsonl", "adapter", "predictions.jsonl", "scores.json", "loss.png"} <= names
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "adapter",
+        "predictions.jsonl",
+        "scores.json",
+        "loss.png",
+    } <= names
     assert run_dir.name.endswith("-llava-ln")
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +52,11 @@ def test_run_directory_holds_every_file(run_dir):
 def test_config_is_fully_resolved(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["family"], config["method"], config["preset"], config["paradigm"]) == (
-        "llava", "ln", "tiny-llava", "F,F,PEFT,F")
+        "llava",
+        "ln",
+        "tiny-llava",
+        "F,F,PEFT,F",
+    )
     assert config["groups"] == ["vision_tower", "connector", "llm", "lm_head"]
     assert config["max_steps"] == 4 and config["recipe"] == "demo" and config["lr"] > 0
     assert config["params"]["trainable"] == config["params"]["peft"] == 9 * 192
@@ -51,10 +73,17 @@ def test_metrics_log_every_logged_step(run_dir):
 def test_adapter_holds_exactly_the_tuned_norms(run_dir):
     state = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
     expected = {f"{LLM}.norm.weight"} | {
-        f"{LLM}.layers.{i}.{n}.weight" for i in range(4) for n in ("input_layernorm", "post_attention_layernorm")}
+        f"{LLM}.layers.{i}.{n}.weight"
+        for i in range(4)
+        for n in ("input_layernorm", "post_attention_layernorm")
+    }
     assert set(state) == expected
     manifest = json.loads((run_dir / "adapter" / "manifest.json").read_text())
-    assert manifest["preset"] == "tiny-llava" and manifest["method"] == "ln" and manifest["paradigm"] == "F,F,PEFT,F"
+    assert (
+        manifest["preset"] == "tiny-llava"
+        and manifest["method"] == "ln"
+        and manifest["paradigm"] == "F,F,PEFT,F"
+    )
     assert len(manifest["base_fingerprint"]) == 16
     # The tuned norms moved away from the base's values.
     base = load("tiny-llava").model
@@ -73,7 +102,9 @@ def test_predictions_and_scores_cover_the_whole_test_split(run_dir):
 
 def test_eval_and_report_commands_read_the_run(run_dir, tmp_path):
     assert main(["eval", str(run_dir), "--dataset", str(demo_dataset("downstream")), "--quiet"]) == 0
-    scores = json.loads((run_dir / f"eval-{demo_dataset('downstream').name}-test" / "scores.json").read_text())
+    scores = json.loads(
+        (run_dir / f"eval-{demo_dataset('downstream').name}-test" / "scores.json").read_text()
+    )
     ours = json.loads((run_dir / "scores.json").read_text())
     assert scores["global"] == pytest.approx(ours["global"])  # same adapter, same data, greedy: same answers
     assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 0

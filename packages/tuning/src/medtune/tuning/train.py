@@ -140,7 +140,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         from medtune.core_models.quantize import quantize_frozen
 
         report = quantize_frozen(tuned.model, tuned.trainable)
-        say(f"4-bit: {len(report.quantized)} frozen linear layers now NF4, {len(report.kept)} kept full precision")
+        say(
+            f"4-bit: {len(report.quantized)} frozen linear layers now NF4, {len(report.kept)} kept full precision"
+        )
     manifest = {
         "preset": cfg.preset,
         "family": cfg.family,

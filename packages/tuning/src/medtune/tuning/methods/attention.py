@@ -21,7 +21,9 @@ def is_attention_block(module: nn.Module) -> bool:
     return type(module).__name__.endswith("Attention")
 
 
-def select_attention(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:
+def select_attention(
+    model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions
+) -> Selection:
     """Return the names of every parameter of the attention blocks inside ``groups``."""
     return Selection(model, block_parameter_names(model, family, groups, is_attention_block))
 
