@@ -91,7 +91,7 @@ def isolation(session: nox.Session, member: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check, configured once at the root."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
