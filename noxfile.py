@@ -27,6 +27,8 @@ MEMBERS: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"
 ]
 # Every member, editable, with the optional 4-bit backend: the environment a user of `medtune` gets.
 FULL = ["kernels", "packages/data", "packages/eval", "packages/core-models[4bit]", "packages/tuning[4bit]"]
+# medtune-tuning needs every other member, so the shared environment is its isolation check.
+ISOLATED = [m for m in MEMBERS if m != "packages/tuning"]
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3"]
 
 
@@ -75,11 +77,12 @@ def tests(session: nox.Session) -> None:
     run_env = {"TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     session.run(str(env / "bin" / "pytest"), *(session.posargs or ["-q"]), env=run_env, external=True)
     if not session.posargs:
-        session.notify("isolation")
+        for member in ISOLATED:
+            session.notify(f"isolation(member={member!r})")
 
 
 @nox.session
-@nox.parametrize("member", [m for m in MEMBERS if m != "packages/tuning"])
+@nox.parametrize("member", ISOLATED)
 def isolation(session: nox.Session, member: str) -> None:
     """Each package installs alone, with only its declared dependencies, and imports."""
     name = Path(member).name.replace("-", "_")
