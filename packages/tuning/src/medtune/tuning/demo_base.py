@@ -79,7 +79,8 @@ def pretrain_tiny_llava(out: Path, *, epochs: float, lr: float, seed: int = 0) -
         for domain in ("pretrain", "downstream")
     }
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    # Stored in fp16 (4.4 MB, loaded back as fp32): the demo's accuracy before and after is unchanged.
+    model.to(torch.float16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
     return scores
