@@ -61,9 +61,17 @@ def build_random(
 
 
 def load(
-    preset: str | Preset, model_path: str | Path | None = None, *, dtype: torch.dtype = torch.float32
+    preset: str | Preset,
+    model_path: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    vision_tower: str | Path | None = None,
 ) -> Built:
-    """Return the preset's model with weights from ``model_path`` (or its bundled demo weights)."""
+    """Return the preset's model with weights from ``model_path`` (or its bundled demo weights).
+
+    ``model_path`` may be an HF-format checkpoint or an original LLaVA-Med release (converted on load; its CLIP
+    tower comes from ``vision_tower`` when the release folder lacks one).
+    """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     path = Path(model_path).expanduser() if model_path is not None else preset.default_weights
     if path is None:
@@ -77,6 +85,10 @@ def load(
     from medtune.core_models.model_class import model_class_for
 
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    from medtune.core_models.convert import RELEASE_TEXT_CONFIGS, load_llava_med_release
+
+    if any(a in RELEASE_TEXT_CONFIGS for a in architectures):
+        return load_llava_med_release(preset, path, dtype=dtype, vision_tower=vision_tower)
     model_cls = model_class_for(preset)
     if architectures and model_cls.__name__ not in architectures:
         raise ValueError(
