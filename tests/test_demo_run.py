@@ -109,3 +109,24 @@ def test_eval_and_report_commands_read_the_run(run_dir, tmp_path):
     assert scores["global"] == pytest.approx(ours["global"])  # same adapter, same data, greedy: same answers
     assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "report.md").read_text().count("LayerNorm") >= 1
+
+
+def test_miss_demo_trains_and_scores_with_its_bundled_base(tmp_path):
+    argv = ["train", "miss", "ln", "--max-steps", "2", "--log-every", "1", "--no-eval-before", "--quiet"]
+    assert main([*argv, "--output-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preset"], config["paradigm"], config["groups"]) == (
+        "tiny-miss",
+        "T,PEFT,T",
+        ["vit", "jtm", "dec"],
+    )
+    state = load_file(str(run / "adapter" / "adapter.safetensors"))
+    # T,PEFT,T: the whole ViT and decoder train, and only the norms of the joint encoder.
+    jtm = {n for n in state if n.startswith("text_encoder.")}
+    assert jtm and all("LayerNorm" in n or "layer_norm" in n or "layernorm" in n for n in jtm)
+    assert any(n.startswith("vision_model.") for n in state) and any(
+        n.startswith("text_decoder.") for n in state
+    )
+    scores = json.loads((run / "scores.json").read_text())
+    assert scores["n_open"] + scores["n_closed"] == len(read_vqa(demo_dataset("downstream"), "test"))

@@ -1,6 +1,6 @@
 """Pretrain the tiny demo bases on the demo's *pretraining* set (scanner A) and bundle them.
 
-Run once by the developers (`python -m medtune.tuning.demo_base`); the result, a few MB of
+Run once by the developers (`python -m medtune.tuning.demo_base [tiny-llava|tiny-miss]`); the result, a few MB of
 safetensors with its tokenizer and image processor, ships inside medtune-core-models so the demo
 tunes a model that already knows the task on another scanner, as a real Med-VLM would.
 """
@@ -15,9 +15,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, get_scheduler
+from transformers import (
+    BlipForQuestionAnswering,
+    BlipImageProcessorPil,
+    CLIPImageProcessorPil,
+    LlavaForConditionalGeneration,
+    get_scheduler,
+)
 
 from medtune.core_models import Built, build_word_tokenizer, get_preset
+from medtune.core_models.miss import TINY_MISS_IMAGE_SIZE, tiny_miss_config
 from medtune.core_models.tiny import TINY_IMAGE_SIZE, tiny_llava_config
 from medtune.data import demo_dataset, get_template, read_vqa
 from medtune.tuning.batches import make_collator
@@ -35,27 +42,39 @@ def demo_tokenizer():
     return build_word_tokenizer(texts, extra_words=template_words.split())
 
 
-def pretrain_tiny_llava(out: Path, *, epochs: float, lr: float, seed: int = 0) -> dict:
-    """Train tiny-llava from random init on the pretraining set; save an HF checkpoint to ``out``."""
-    seed_everything(seed)
-    tokenizer = demo_tokenizer()
+def fresh_model(preset: str, tokenizer):
+    """Return (randomly initialised model, image processor) of a demo preset sized to ``tokenizer``."""
+    if preset == "tiny-miss":
+        model = BlipForQuestionAnswering(tiny_miss_config(vocab_size=len(tokenizer)))
+        size = TINY_MISS_IMAGE_SIZE
+        processor = BlipImageProcessorPil(
+            size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
+        return model, processor
     config = tiny_llava_config(
         vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids("<image>")
     )
-    model = LlavaForConditionalGeneration(config)
     processor = CLIPImageProcessorPil(
         size={"shortest_edge": TINY_IMAGE_SIZE},
         crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    built = Built(model, tokenizer, processor, get_preset("tiny-llava"), source="random init")
+    return LlavaForConditionalGeneration(config), processor
+
+
+def pretrain_demo_base(preset: str, out: Path, *, epochs: float, lr: float, seed: int = 0) -> dict:
+    """Train a demo preset from random init on the pretraining set; save an HF checkpoint to ``out``."""
+    seed_everything(seed)
+    tokenizer = demo_tokenizer()
+    model, processor = fresh_model(preset, tokenizer)
+    built = Built(model, tokenizer, processor, get_preset(preset), source="random init")
     records = read_vqa(demo_dataset("pretrain"), "train")
     loader = DataLoader(records, batch_size=32, shuffle=True, collate_fn=make_collator(built, train=True))
     steps = math.ceil(epochs * len(loader))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=steps // 20, num_training_steps=steps)
-    bar = tqdm(total=steps, desc="pretraining tiny-llava")
+    bar = tqdm(total=steps, desc=f"pretraining {preset}")
     step = 0
     model.train()
     while step < steps:
@@ -88,15 +107,18 @@ def pretrain_tiny_llava(out: Path, *, epochs: float, lr: float, seed: int = 0) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=get_preset("tiny-llava").default_weights)
-    parser.add_argument("--epochs", type=float, default=12)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("preset", nargs="?", default="tiny-llava", choices=["tiny-llava", "tiny-miss"])
+    parser.add_argument("--out", type=Path, help="default: the preset's bundled-weights folder")
+    parser.add_argument("--epochs", type=float, default=7)  # the bundled bases were trained with these
+    parser.add_argument("--lr", type=float, help="default: 1e-3 for tiny-llava, 2e-3 for tiny-miss")
     args = parser.parse_args()
+    out = args.out or get_preset(args.preset).default_weights
     start = time.perf_counter()
-    scores = pretrain_tiny_llava(args.out, epochs=args.epochs, lr=args.lr)
+    lr = args.lr or {"tiny-llava": 1e-3, "tiny-miss": 2e-3}[args.preset]
+    scores = pretrain_demo_base(args.preset, out, epochs=args.epochs, lr=lr)
     for domain, s in scores.items():
         print(f"{domain} test: {format_accuracy(s)}")
-    print(f"saved to {args.out} in {time.perf_counter() - start:.0f} s")
+    print(f"saved to {out} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

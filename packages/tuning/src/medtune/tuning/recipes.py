@@ -37,6 +37,8 @@ PAPER_RECIPES: dict[str, dict[str, Any]] = {
 }
 # The built-in demo tunes a 2M-parameter model for a minute on a CPU: its own rates, larger for fewer tensors.
 DEMO_LR = {"ln": 1e-2, "attention": 1e-3, "ffn": 1e-3, "lora": 3e-3, "prefix": 1e-2, "full": 5e-4}
+# The miss demo's default paradigm (T,PEFT,T) trains its ViT and decoder fully: one moderate rate for all.
+DEMO_LR_MISS = 1e-3
 DEMO_RECIPE: dict[str, Any] = {
     "warmup_ratio": 0.05,
     "scheduler": "cosine",
@@ -128,7 +130,7 @@ def resolve_config(
     recipe = "demo" if preset.startswith("tiny-") and not overrides.get("model_path") else "paper"
     values: dict[str, Any] = dict(DEMO_RECIPE if recipe == "demo" else PAPER_RECIPES[family])
     if recipe == "demo":
-        values["lr"] = DEMO_LR.get(method, 1e-3)
+        values["lr"] = DEMO_LR_MISS if family == "miss" else DEMO_LR.get(method, 1e-3)
     if config_file is not None:
         values.update(read_toml(config_file))
     values.update({k: v for k, v in overrides.items() if v is not None})
