@@ -33,9 +33,37 @@ def base_fingerprint(model: nn.Module, exclude: frozenset[str] | set[str] = froz
     return digest.hexdigest()[:16]
 
 
-def save_adapter(path: Path, model: nn.Module, names: frozenset[str], manifest: dict) -> Path:
-    """Write ``names``' tensors and the manifest to ``path`` via a temporary folder renamed into place."""
-    state = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if n in names}
+def tuned_state(model: nn.Module, names: frozenset[str] | set[str]) -> dict[str, torch.Tensor]:
+    """Return ``names``' parameters as full, contiguous CPU tensors.
+
+    FSDP2-sharded parameters (DTensors) are gathered with ``full_tensor()``, a collective: under FSDP call
+    this on every process. Plain tensors are only detached and moved, so it costs nothing without FSDP.
+    """
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, param in model.named_parameters():
+        if name in names:
+            tensor = param.detach()
+            if isinstance(tensor, DTensor):
+                tensor = tensor.full_tensor()
+            state[name] = tensor.contiguous().cpu()
+    return state
+
+
+def save_adapter(
+    path: Path,
+    model: nn.Module,
+    names: frozenset[str],
+    manifest: dict,
+    *,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``names``' tensors and the manifest to ``path`` via a temporary folder renamed into place.
+
+    Under FSDP pass ``state=tuned_state(model, names)`` gathered on every process; only one process saves.
+    """
+    state = tuned_state(model, names) if state is None else state
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

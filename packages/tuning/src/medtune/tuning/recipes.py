@@ -83,6 +83,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     fused_norms: bool = True  # the Triton norm kernel for `ln` on GPU
     load_4bit: bool = False
+    fsdp: bool = False  # FSDP2 full shard over --num-processes, one unit per decoder layer
     method_options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
@@ -110,6 +111,15 @@ class TrainConfig:
                 problems.append(f"--{flag} must be at least 1, got {value}")
         if self.log_every < 1:
             problems.append(f"--log-every must be at least 1, got {self.log_every}")
+        if self.fsdp and self.load_4bit:
+            problems.append(
+                "--fsdp with --4bit is not supported (NF4 weights are not sharded per parameter); drop one of them"
+            )
+        if self.fsdp and self.save_every:
+            problems.append(
+                "--fsdp with --save-every is not supported yet (sharded optimizer state needs a distributed "
+                "checkpoint); drop --save-every, the final adapter is still saved"
+            )
         if problems:
             raise UsageError("; ".join(problems))
 

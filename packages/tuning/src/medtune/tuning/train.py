@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -17,10 +16,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from medtune.core_models import Built, load
+from medtune.core_models import Built, get_preset, load
 from medtune.data import demo_dataset, read_vqa
 from medtune.eval import plot_loss
-from medtune.tuning.adapter import base_fingerprint, save_adapter
+from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
 from medtune.tuning.apply import Tuned, apply_paradigm
 from medtune.tuning.batches import make_collator
 from medtune.tuning.checkpoint import (
@@ -32,6 +31,7 @@ from medtune.tuning.checkpoint import (
     save_checkpoint,
 )
 from medtune.tuning.evaluate import evaluate, validation_loss
+from medtune.tuning.fsdp import shard_model, skip_gradient_sync
 from medtune.tuning.paradigm import Paradigm, UsageError
 from medtune.tuning.recipes import TrainConfig
 from medtune.tuning.run_dir import MetricsLog, new_run_dir, truncate_metrics, write_json_atomic
@@ -153,14 +153,25 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         "method_details": tuned.details,
     }
 
+    if cfg.fsdp:
+        layers = shard_model(
+            tuned.model,
+            get_preset(cfg.preset).decoder_layer,
+            bf16=cfg.bf16 and torch.cuda.is_available(),
+        )
+        say(f"FSDP2: {layers} {get_preset(cfg.preset).decoder_layer} units + the root, full shard")
+
     sampler = EpochShuffle(len(train_records), cfg.seed)
     loader = DataLoader(
         train_records, batch_size=cfg.batch_size, sampler=sampler, collate_fn=make_collator(built, train=True)
     )
     optimizer = torch.optim.AdamW(param_groups(tuned, cfg.weight_decay), lr=cfg.lr)
     # Only the model and the data are prepared: the step count is ours, so the schedule is the same for
-    # one process with batch 2B and two processes with batch B.
-    model, loader = accelerator.prepare(tuned.model, loader)
+    # one process with batch 2B and two processes with batch B. A sharded model is already distributed.
+    if cfg.fsdp:
+        model, loader = tuned.model, accelerator.prepare(loader)
+    else:
+        model, loader = accelerator.prepare(tuned.model, loader)
     micro_per_epoch = len(loader)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -202,7 +213,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
             group_start = micro - micro % cfg.grad_accum
             in_step = min(cfg.grad_accum, micro_per_epoch - group_start)
             ends_step = micro + 1 == group_start + in_step
-            with contextlib.nullcontext() if ends_step else accelerator.no_sync(model):
+            with skip_gradient_sync(model, accelerator, skip=not ends_step):
                 loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(diverged_message(loss.item(), position.step + 1, run_dir, cfg))
@@ -249,6 +260,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 best = position.best_val_loss is None or val_loss < position.best_val_loss
                 if best:
                     position.best_val_loss = val_loss
+                # Gathering sharded tensors is a collective, so every process takes part.
+                best_state = tuned_state(built.model, tuned.trainable) if best else None
                 if main:
                     metrics.write(step=position.step, val_loss=val_loss)
                     if board is not None:
@@ -259,6 +272,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                             built.model,
                             tuned.trainable,
                             {**manifest, "step": position.step, "val_loss": val_loss},
+                            state=best_state,
                         )
                     plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
                 bar.write(f"step {position.step}: validation loss {val_loss:.4f}{' (best)' if best else ''}")
@@ -282,19 +296,25 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     model = accelerator.unwrap_model(model)
     built.model = model
     after = None
+    state = tuned_state(model, tuned.trainable)  # every process: gathering shards is a collective
     if main:
-        save_adapter(run_dir / "adapter", model, tuned.trainable, manifest)
-        if cfg.eval_after:
-            after = evaluate(
-                built,
-                test_records,
-                max_new_tokens=cfg.max_new_tokens,
-                seed=cfg.seed,
-                out_dir=run_dir,
-                dataset=source.name,
-                split="test",
-                progress=progress,
-            )
+        save_adapter(run_dir / "adapter", model, tuned.trainable, manifest, state=state)
+    if cfg.eval_after and main:
+        if cfg.fsdp:
+            # generate() reaches sharded modules outside the root forward, so score an unsharded copy.
+            del model
+            built = unsharded_copy(cfg, paradigm, state, accelerator.device)
+        after = evaluate(
+            built,
+            test_records,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+            out_dir=run_dir,
+            dataset=source.name,
+            split="test",
+            progress=progress,
+        )
+    if main:
         if before is not None:
             write_json_atomic(run_dir / "scores_before.json", before)
         plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
@@ -316,6 +336,18 @@ def enable_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def unsharded_copy(cfg: TrainConfig, paradigm: Paradigm, state: dict, device: torch.device) -> Built:
+    """Return the base loaded again with the method applied and the gathered tuned tensors copied in."""
+    built = load_base(cfg)
+    built.model = apply_paradigm(built.model, cfg.family, cfg.method, paradigm, cfg.method_options).model
+    params = dict(built.model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+    built.model.to(device)
+    return built
 
 
 def load_base(cfg: TrainConfig) -> Built:

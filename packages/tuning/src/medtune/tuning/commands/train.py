@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +84,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--4bit", dest="load_4bit", action="store_true", default=None, help="4-bit NF4 frozen weights"
     )
     p.add_argument(
+        "--fsdp",
+        action="store_true",
+        default=None,
+        help="FSDP2 full shard over --num-processes, one unit per decoder layer (the paper's setting)",
+    )
+    p.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
     )
     p.add_argument(
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             "grad_checkpointing",
             "fused_norms",
             "load_4bit",
+            "fsdp",
             "max_new_tokens",
             "lora_rank",
             "lora_alpha",
@@ -163,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--resume {args.resume} does not exist; pass the run directory of the run to continue"
         )
+    if cfg.fsdp and (args.num_processes or 1) < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise UsageError("--fsdp shards the model over processes; add --num-processes 2 or more")
     if args.num_processes is not None and args.num_processes > 1:
         return launch_processes(args.num_processes, args.accelerate_config)
     try:
@@ -188,7 +198,6 @@ def run(args: argparse.Namespace) -> int:
 
 def launch_processes(n: int, config_file: Path | None) -> int:
     """Re-run this very command under `accelerate launch` with ``n`` processes; return its exit code."""
-    import os
     import subprocess
 
     argv = sys.argv[1:]
