@@ -54,8 +54,17 @@ class PrefixHook:
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         cache = kwargs.pop("past_key_values", None) or kwargs.get("cache")
+        positions = kwargs.get("position_ids")
+        if positions is not None:
+            # Callers such as generate() count positions over their own tokens; without a cache (training) the
+            # stack numbers tokens after the prefix (from the cache length), so shift to that same numbering.
+            kwargs["position_ids"] = positions + self.tokens
         if cache is not None and cache.get_seq_length() > 0:
-            return args, kwargs  # generation after its first step: the prefix is already in the cache
+            # A later generation step: the prefix is already cached, but the caller's mask does not cover it.
+            mask = kwargs.get("attention_mask")
+            if mask is not None and mask.dim() == 2:
+                kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], self.tokens), mask], dim=1)
+            return args, kwargs
         source = kwargs.get("inputs_embeds")
         if source is None:
             source = kwargs.get("input_ids", args[0] if args else None)
