@@ -1,8 +1,8 @@
 """medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups."""
 
 from medtune.core_models import bench, llava_med, miss, tiny  # noqa: F401  (registers the presets)
-from medtune.core_models.build import Built, build_random, count_parameters, image_token_count, load
-from medtune.core_models.groups import GROUP_PREFIXES, group_of, grouped_parameters
+from medtune.core_models.build import Built, build_random, image_token_count, load
+from medtune.core_models.groups import GROUP_PREFIXES, group_of
 from medtune.core_models.presets import (
     FAMILY_GROUPS,
     PRESETS,
@@ -22,11 +22,9 @@ __all__ = [
     "Preset",
     "build_random",
     "build_word_tokenizer",
-    "count_parameters",
     "default_preset",
     "get_preset",
     "group_of",
-    "grouped_parameters",
     "image_token_count",
     "load",
     "register_preset",

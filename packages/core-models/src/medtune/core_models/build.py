@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
@@ -101,8 +100,3 @@ def load(
     return Built(
         model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path)
     )
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Return the number of distinct parameter elements (tied weights counted once)."""
-    return sum(p.numel() for p in model.parameters())

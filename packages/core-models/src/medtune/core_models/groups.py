@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from medtune.core_models.presets import FAMILY_GROUPS
 
 # Parameter-name prefixes of each group, as transformers names them. LLaVA's "LM head" is the input
@@ -36,11 +34,3 @@ def group_of(name: str, family: str) -> str:
         f"parameter {name!r} belongs to no {family} group ({', '.join(FAMILY_GROUPS[family])}); "
         "is this model of that family?"
     )
-
-
-def grouped_parameters(model: nn.Module, family: str) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Return {group: [(name, parameter), ...]} in the family's group order, covering every parameter."""
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in FAMILY_GROUPS[family]}
-    for name, param in model.named_parameters():
-        groups[group_of(name, family)].append((name, param))
-    return groups
