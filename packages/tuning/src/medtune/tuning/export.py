@@ -61,6 +61,12 @@ def export_merged(adapter: Path, out: Path, model_path: str | None = None) -> Pa
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty; choose a new folder (nothing was written)")
     built = merged_model(adapter, model_path)
+    if read_manifest(adapter).get("trained_4bit"):
+        dtype = next(built.model.parameters()).dtype
+        print(
+            f"{adapter} was tuned on 4-bit (NF4) frozen weights; merged into the full-precision base and "
+            f"saved in its precision ({str(dtype).removeprefix('torch.')})"
+        )
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     built.model.save_pretrained(tmp)

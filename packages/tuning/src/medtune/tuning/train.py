@@ -151,6 +151,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         "base_fingerprint": fingerprint,
         "base_source": built.source,
         "method_details": tuned.details,
+        # Tuned against NF4 frozen weights; export merges into the full-precision base all the same.
+        "trained_4bit": cfg.load_4bit,
     }
 
     if cfg.fsdp:

@@ -1,0 +1,58 @@
+"""Runs tuned with --4bit export into the full-precision base, saved in the base precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medtune.core_models import load
+from medtune.data import demo_dataset, read_vqa
+from medtune.tuning import load_adapter
+from medtune.tuning.apply import apply_paradigm
+from medtune.tuning.batches import make_collator
+from medtune.tuning.cli import main
+from medtune.tuning.paradigm import Paradigm
+
+pytest.importorskip("bitsandbytes", reason="--4bit needs bitsandbytes")
+
+FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2", "--max-steps", "2", "--lr", "0.05"]
+
+
+def logits(built, records) -> torch.Tensor:
+    batch = make_collator(built, train=True)(records)
+    batch.pop("qids")
+    built.model.eval()
+    with torch.no_grad():
+        return built.model(**batch).logits
+
+
+@pytest.mark.parametrize("method", ["ln", "lora"])
+def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter(
+    method, tmp_path, demo_cache, capsys
+):
+    runs = tmp_path / "runs"
+    assert main(["train", "llava", method, "--4bit", *FAST, "--output-dir", str(runs)]) == 0
+    assert "now NF4" in capsys.readouterr().out  # the run really trained on quantised frozen weights
+    (run,) = runs.iterdir()
+    out = tmp_path / "merged"
+    assert main(["export", str(run), "--merge", "--out", str(out)]) == 0
+    assert "tuned on 4-bit (NF4) frozen weights" in capsys.readouterr().out
+
+    base = load("tiny-llava")
+    base.model.save_pretrained(tmp_path / "base")
+    saved = load_file(str(out / "model.safetensors"))
+    want = load_file(str(tmp_path / "base" / "model.safetensors"))
+    # No NF4 blocks or LoRA factors left: exactly the base's tensors, shapes and precision.
+    assert {n: (t.shape, t.dtype) for n, t in saved.items()} == {
+        n: (t.shape, t.dtype) for n, t in want.items()
+    }
+
+    records = read_vqa(demo_dataset("downstream"), "test")[:3]
+    untouched = logits(base, records)
+    adapted = load("tiny-llava")
+    adapted.model = apply_paradigm(adapted.model, "llava", method, Paradigm.parse(None, "llava")).model
+    load_adapter(adapted.model, run / "adapter")
+    got, want = logits(load("tiny-llava", out), records), logits(adapted, records)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got - untouched).abs().max() > 1e-3  # the adapter changed the model
