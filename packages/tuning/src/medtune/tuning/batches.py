@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medtune.core_models import IMAGE_TOKEN, Built
+from medtune.core_models import Built
 from medtune.data import BlipVQACollator, LlavaCollator, get_template
 
 
@@ -15,7 +15,8 @@ def make_collator(built: Built, *, train: bool, max_length: int = 512):
         built.image_processor,
         get_template(built.preset.template),
         num_image_tokens=built.num_image_tokens,
-        image_token=IMAGE_TOKEN,
+        # The checkpoint's own image token (LLaVA-Med v1 calls it <im_patch>, llava-hf <image>).
+        image_token=built.tokenizer.convert_ids_to_tokens(built.model.config.image_token_index),
         max_length=max_length,
         padding_side="right" if train else "left",
         train=train,
