@@ -84,6 +84,7 @@ class TrainConfig:
     fused_norms: bool = True  # the Triton norm kernel for `ln` on GPU
     load_4bit: bool = False
     fsdp: bool = False  # FSDP2 full shard over --num-processes, one unit per decoder layer
+    on_invalid: str = "raise"  # "report": skip bad records, list them in RUN_DIR/rejected.jsonl
     method_options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
@@ -111,6 +112,8 @@ class TrainConfig:
                 problems.append(f"--{flag} must be at least 1, got {value}")
         if self.log_every < 1:
             problems.append(f"--log-every must be at least 1, got {self.log_every}")
+        if self.on_invalid not in ("raise", "report"):
+            problems.append(f"--on-invalid must be raise or report, got {self.on_invalid!r}")
         if self.fsdp and self.load_4bit:
             problems.append(
                 "--fsdp with --4bit is not supported (NF4 weights are not sharded per parameter); drop one of them"

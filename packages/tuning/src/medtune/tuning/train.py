@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from medtune.core_models import Built, get_preset, load
-from medtune.data import demo_dataset, read_vqa
+from medtune.data import DataError, Rejection, demo_dataset, read_vqa, write_rejections
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
 from medtune.tuning.apply import Tuned, apply_paradigm
@@ -78,9 +78,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     started = time.perf_counter()
     paradigm = Paradigm.parse(cfg.paradigm, cfg.family)
     source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
-    train_records = read_vqa(source, "train")
-    test_records = read_vqa(source, "test") if cfg.eval_after or cfg.eval_before else []
-    val_records = read_validation(source) if cfg.eval_every else []
+    rejected: list[Rejection] = []
+    train_records = read_split(source, "train", cfg.on_invalid, rejected)
+    test_records = (
+        read_split(source, "test", cfg.on_invalid, rejected) if cfg.eval_after or cfg.eval_before else []
+    )
+    val_records = read_validation(source, cfg.on_invalid, rejected) if cfg.eval_every else []
     run_config = {
         **cfg.to_json(),
         "dataset": {"source": str(source.resolve()), "name": source.name},
@@ -102,6 +105,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     say = accelerator.print
     say(f"run directory: {run_dir}{' (resuming)' if resume is not None else ''}")
     say(f"data: {source} ({len(train_records)} train / {len(test_records)} test questions)")
+    if cfg.on_invalid == "report":
+        if main:
+            write_rejections(rejected, run_dir)
+        say(f"rejected {len(rejected)} invalid record(s), each listed in {run_dir / 'rejected.jsonl'}")
 
     before = None
     if cfg.eval_before and resume is None and main:
@@ -367,10 +374,25 @@ def load_base(cfg: TrainConfig) -> Built:
         raise UsageError(str(err)) from None
 
 
-def read_validation(source: Path) -> list:
+def read_split(source: Path, split: str, on_invalid: str, rejected: list[Rejection]) -> list:
+    """Return ``split``'s VQA records; a bad record stops the run (raise) or lands in ``rejected`` (report)."""
+    try:
+        return read_vqa(source, split, on_invalid=on_invalid, rejected=rejected)
+    except DataError as err:
+        raise UsageError(
+            f"{str(err).rstrip('.')}; fix that record, or pass --on-invalid report to skip invalid records and list them "
+            "in RUN_DIR/rejected.jsonl"
+        ) from None
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"cannot read the {split} split of {source}: {err}") from None
+
+
+def read_validation(source: Path, on_invalid: str, rejected: list[Rejection]) -> list:
     """Return the dataset's validation split, or say that --eval-every needs one."""
     try:
-        return read_vqa(source, "validation")
+        return read_vqa(source, "validation", on_invalid=on_invalid, rejected=rejected)
+    except DataError as err:
+        raise UsageError(f"{str(err).rstrip('.')}; fix that record or pass --on-invalid report") from None
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--eval-every needs a validation split in {source}: {err}") from None
 

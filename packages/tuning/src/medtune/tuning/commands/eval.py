@@ -28,6 +28,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); the paper used 0.2")
     p.add_argument("--bertscore-model", help="local encoder for BERTScore (path or cached name)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--on-invalid",
+        choices=["raise", "report"],
+        default="raise",
+        help="a bad record stops (raise, default) or is skipped and listed in each eval folder's rejected.jsonl",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -42,18 +48,32 @@ def adapter_dir(path: Path) -> Path:
     )
 
 
-def read_records(dataset: str, split: str, task: str | None) -> tuple[str, list]:
-    """Return (task, records) read from ``dataset`` with the matching reader."""
-    from medtune.data import read_reports, read_vqa
+def read_records(
+    dataset: str, split: str, task: str | None, on_invalid: str = "raise", rejected: list | None = None
+) -> tuple[str, list]:
+    """Return (task, records) read from ``dataset`` with the matching reader.
 
+    With ``on_invalid="report"`` bad records are skipped and appended to ``rejected``.
+    """
+    from medtune.data import DataError, read_reports, read_vqa
+
+    rejected = [] if rejected is None else rejected
+    hint = (
+        "fix that record, or pass --on-invalid report to skip invalid records and list them in rejected.jsonl"
+    )
     if task != "report":
         try:
-            return "vqa", read_vqa(dataset, split)
+            return "vqa", read_vqa(dataset, split, on_invalid=on_invalid, rejected=rejected)
+        except DataError as err:  # the layout was recognised: a record is bad, not the task
+            raise UsageError(f"{str(err).rstrip('.')}; {hint}") from None
         except (ValueError, FileNotFoundError) as err:
             if task == "vqa":
                 raise UsageError(f"cannot read {dataset} as a VQA dataset: {err}") from None
+    rejected.clear()  # nothing from a failed VQA attempt belongs to the report read
     try:
-        return "report", read_reports(dataset, split)
+        return "report", read_reports(dataset, split, on_invalid=on_invalid, rejected=rejected)
+    except DataError as err:
+        raise UsageError(f"{str(err).rstrip('.')}; {hint}") from None
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(f"cannot read {dataset} as a VQA or report dataset: {err}") from None
 
@@ -71,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     adapters = [adapter_dir(p) for p in [*args.runs, *args.adapter]]
     if not adapters:
         raise UsageError("name at least one run directory or --adapter to evaluate")
-    task, records = read_records(args.dataset, args.split, args.task)
+    rejected: list = []
+    task, records = read_records(args.dataset, args.split, args.task, args.on_invalid, rejected)
+    if args.on_invalid == "report":
+        print(f"rejected {len(rejected)} invalid record(s) of {args.dataset}/{args.split}")
     dataset_name = Path(args.dataset).name
     max_new = args.max_new_tokens or (8 if task == "vqa" else 128)
     loaded: dict[tuple, object] = {}
@@ -101,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         built = loaded[key]
         load_adapter(built.model, adapter)
         out = adapter.parent / eval_dir_name(dataset_name, args.split)
+        if args.on_invalid == "report":
+            from medtune.data import write_rejections
+
+            print(f"  listed in {write_rejections(rejected, out)}")
         scores = evaluate(
             built,
             records,

@@ -84,6 +84,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--4bit", dest="load_4bit", action="store_true", default=None, help="4-bit NF4 frozen weights"
     )
     p.add_argument(
+        "--on-invalid",
+        choices=["raise", "report"],
+        help="a bad record stops the run (raise, default) or is skipped and listed in RUN_DIR/rejected.jsonl",
+    )
+    p.add_argument(
         "--fsdp",
         action="store_true",
         default=None,
@@ -144,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "fused_norms",
             "load_4bit",
             "fsdp",
+            "on_invalid",
             "max_new_tokens",
             "lora_rank",
             "lora_alpha",
