@@ -284,7 +284,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                             state=best_state,
                         )
                     plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
-                bar.write(f"step {position.step}: validation loss {val_loss:.4f}{' (best)' if best else ''}")
+                if main:  # every process computed the same validation loss; say it once
+                    bar.write(
+                        f"step {position.step}: validation loss {val_loss:.4f}{' (best)' if best else ''}"
+                    )
             if main and cfg.save_every and position.step % cfg.save_every == 0:
                 save_checkpoint(
                     run_dir,
