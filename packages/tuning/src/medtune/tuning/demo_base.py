@@ -28,8 +28,9 @@ from medtune.core_models.miss import TINY_MISS_IMAGE_SIZE, tiny_miss_config
 from medtune.core_models.tiny import TINY_IMAGE_SIZE, tiny_llava_config
 from medtune.data import demo_dataset, get_template, read_vqa
 from medtune.tuning.batches import make_collator
+from medtune.tuning.datasets import format_scores
 from medtune.tuning.evaluate import evaluate
-from medtune.tuning.train import format_accuracy, seed_everything
+from medtune.tuning.train import seed_everything
 
 
 def demo_tokenizer():
@@ -117,7 +118,7 @@ def main() -> None:
     lr = args.lr or {"tiny-llava": 1e-3, "tiny-miss": 2e-3}[args.preset]
     scores = pretrain_demo_base(args.preset, out, epochs=args.epochs, lr=lr)
     for domain, s in scores.items():
-        print(f"{domain} test: {format_accuracy(s)}")
+        print(f"{domain} test: {format_scores(s)}")
     print(f"saved to {out} in {time.perf_counter() - start:.0f} s")
 
 

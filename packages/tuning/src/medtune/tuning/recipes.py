@@ -75,7 +75,9 @@ class TrainConfig:
     tf32: bool = False
     log_every: int = 5
     eval_before: bool = True
-    max_new_tokens: int = 8
+    max_new_tokens: int | None = None  # None: 8 for VQA, 128 for reports
+    task: str | None = None  # vqa or report; None: found from the dataset's layout
+    vision_tower: str | None = None  # a separate CLIP folder for LLaVA-Med releases that lack one
     output_dir: str = "runs"
     save_every: int | None = None  # optimizer steps between checkpoints; None: only the final adapter
     eval_every: int | None = None  # optimizer steps between validation-loss passes (best adapter kept)
@@ -112,6 +114,8 @@ class TrainConfig:
                 problems.append(f"--{flag} must be at least 1, got {value}")
         if self.log_every < 1:
             problems.append(f"--log-every must be at least 1, got {self.log_every}")
+        if self.task not in (None, "vqa", "report"):
+            problems.append(f"--task must be vqa or report, got {self.task!r}")
         if self.on_invalid not in ("raise", "report"):
             problems.append(f"--on-invalid must be raise or report, got {self.on_invalid!r}")
         if self.fsdp and self.load_4bit:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from medtune.core_models import Built, get_preset, load
-from medtune.data import DataError, Rejection, demo_dataset, read_vqa, write_rejections
+from medtune.data import Rejection, demo_dataset, write_rejections
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
 from medtune.tuning.apply import Tuned, apply_paradigm
@@ -30,6 +30,7 @@ from medtune.tuning.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
 from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
 from medtune.tuning.paradigm import Paradigm, UsageError
@@ -79,14 +80,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     paradigm = Paradigm.parse(cfg.paradigm, cfg.family)
     source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
     rejected: list[Rejection] = []
-    train_records = read_split(source, "train", cfg.on_invalid, rejected)
+    task, train_records = read_records(source, "train", cfg.task, cfg.on_invalid, rejected)
     test_records = (
-        read_split(source, "test", cfg.on_invalid, rejected) if cfg.eval_after or cfg.eval_before else []
+        read_records(source, "test", task, cfg.on_invalid, rejected)[1]
+        if cfg.eval_after or cfg.eval_before
+        else []
     )
-    val_records = read_validation(source, cfg.on_invalid, rejected) if cfg.eval_every else []
+    val_records = (
+        read_records(source, "validation", task, cfg.on_invalid, rejected)[1] if cfg.eval_every else []
+    )
+    max_new_tokens = cfg.max_new_tokens or MAX_NEW_TOKENS[task]
     run_config = {
         **cfg.to_json(),
-        "dataset": {"source": str(source.resolve()), "name": source.name},
+        "dataset": {"source": str(source.resolve()), "name": source.name, "task": task},
         "groups": list(paradigm.groups),
     }
     if resume is not None:
@@ -104,7 +110,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     run_dir = resume if resume is not None else shared_run_dir(accelerator, cfg)
     say = accelerator.print
     say(f"run directory: {run_dir}{' (resuming)' if resume is not None else ''}")
-    say(f"data: {source} ({len(train_records)} train / {len(test_records)} test questions)")
+    say(
+        f"data: {source} ({task}: {len(train_records)} train / {len(test_records)} test {'questions' if task == 'vqa' else 'studies'})"
+    )
     if cfg.on_invalid == "report":
         if main:
             write_rejections(rejected, run_dir)
@@ -113,9 +121,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     before = None
     if cfg.eval_before and resume is None and main:
         before = evaluate(
-            built, test_records, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=progress
+            built, test_records, max_new_tokens=max_new_tokens, seed=cfg.seed, progress=progress
         )
-        say(f"before tuning: {format_accuracy(before)}")
+        say(f"before tuning: {format_scores(before)}")
 
     tuned = apply_paradigm(built.model, cfg.family, cfg.method, paradigm, cfg.method_options)
     built.model = tuned.model
@@ -319,7 +327,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         after = evaluate(
             built,
             test_records,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             seed=cfg.seed,
             out_dir=run_dir,
             dataset=source.name,
@@ -372,32 +380,9 @@ def load_base(cfg: TrainConfig) -> Built:
                 require_bitsandbytes()
             except QuantizationUnavailable as err:
                 raise UsageError(str(err)) from None
-        return load(cfg.preset, cfg.model_path)
+        return load(cfg.preset, cfg.model_path, vision_tower=cfg.vision_tower)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
-
-
-def read_split(source: Path, split: str, on_invalid: str, rejected: list[Rejection]) -> list:
-    """Return ``split``'s VQA records; a bad record stops the run (raise) or lands in ``rejected`` (report)."""
-    try:
-        return read_vqa(source, split, on_invalid=on_invalid, rejected=rejected)
-    except DataError as err:
-        raise UsageError(
-            f"{str(err).rstrip('.')}; fix that record, or pass --on-invalid report to skip invalid records and list them "
-            "in RUN_DIR/rejected.jsonl"
-        ) from None
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"cannot read the {split} split of {source}: {err}") from None
-
-
-def read_validation(source: Path, on_invalid: str, rejected: list[Rejection]) -> list:
-    """Return the dataset's validation split, or say that --eval-every needs one."""
-    try:
-        return read_vqa(source, "validation", on_invalid=on_invalid, rejected=rejected)
-    except DataError as err:
-        raise UsageError(f"{str(err).rstrip('.')}; fix that record or pass --on-invalid report") from None
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"--eval-every needs a validation split in {source}: {err}") from None
 
 
 def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
@@ -428,8 +413,3 @@ def diverged_message(loss: float, step: int, run_dir: Path, cfg: TrainConfig) ->
         f"loss became {loss} at step {step}; {kept}; lower --lr (now {cfg.lr:g}) or --max-grad-norm "
         f"(now {cfg.max_grad_norm:g}) and start the run again"
     )
-
-
-def format_accuracy(scores: dict) -> str:
-    """Return 'open 41.2% | closed 77.0% | global 62.5%'."""
-    return " | ".join(f"{k} {100 * scores[k]:.1f}%" for k in ("open", "closed", "global"))

@@ -48,45 +48,15 @@ def adapter_dir(path: Path) -> Path:
     )
 
 
-def read_records(
-    dataset: str, split: str, task: str | None, on_invalid: str = "raise", rejected: list | None = None
-) -> tuple[str, list]:
-    """Return (task, records) read from ``dataset`` with the matching reader.
-
-    With ``on_invalid="report"`` bad records are skipped and appended to ``rejected``.
-    """
-    from medtune.data import DataError, read_reports, read_vqa
-
-    rejected = [] if rejected is None else rejected
-    hint = (
-        "fix that record, or pass --on-invalid report to skip invalid records and list them in rejected.jsonl"
-    )
-    if task != "report":
-        try:
-            return "vqa", read_vqa(dataset, split, on_invalid=on_invalid, rejected=rejected)
-        except DataError as err:  # the layout was recognised: a record is bad, not the task
-            raise UsageError(f"{str(err).rstrip('.')}; {hint}") from None
-        except (ValueError, FileNotFoundError) as err:
-            if task == "vqa":
-                raise UsageError(f"cannot read {dataset} as a VQA dataset: {err}") from None
-    rejected.clear()  # nothing from a failed VQA attempt belongs to the report read
-    try:
-        return "report", read_reports(dataset, split, on_invalid=on_invalid, rejected=rejected)
-    except DataError as err:
-        raise UsageError(f"{str(err).rstrip('.')}; {hint}") from None
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(f"cannot read {dataset} as a VQA or report dataset: {err}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from medtune.core_models import load
     from medtune.eval import eval_dir_name
     from medtune.tuning.adapter import load_adapter, read_manifest
     from medtune.tuning.apply import apply_paradigm
+    from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
     from medtune.tuning.evaluate import evaluate
     from medtune.tuning.methods import MethodOptions
     from medtune.tuning.paradigm import Paradigm
-    from medtune.tuning.train import format_accuracy
 
     adapters = [adapter_dir(p) for p in [*args.runs, *args.adapter]]
     if not adapters:
@@ -96,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.on_invalid == "report":
         print(f"rejected {len(rejected)} invalid record(s) of {args.dataset}/{args.split}")
     dataset_name = Path(args.dataset).name
-    max_new = args.max_new_tokens or (8 if task == "vqa" else 128)
+    max_new = args.max_new_tokens or MAX_NEW_TOKENS[task]
     loaded: dict[tuple, object] = {}
     for adapter in adapters:
         manifest = read_manifest(adapter)
@@ -140,10 +110,5 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.quiet,
         )
-        line = (
-            format_accuracy(scores)
-            if "global" in scores
-            else (f"METEOR {100 * scores['meteor']:.2f}% | ROUGE-L F1 {100 * scores['rougeL_f1']:.2f}%")
-        )
-        print(f"{adapter.parent.name}: {dataset_name}/{args.split}: {line} -> {out}")
+        print(f"{adapter.parent.name}: {dataset_name}/{args.split}: {format_scores(scores)} -> {out}")
     return 0

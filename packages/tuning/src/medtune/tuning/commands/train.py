@@ -52,6 +52,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     ]:
         p.add_argument(f"--{flag}", type=kind)
     p.add_argument("--scheduler", choices=["cosine", "linear", "constant"])
+    p.add_argument("--task", choices=["vqa", "report"], help="default: found from the dataset's layout")
+    p.add_argument(
+        "--vision-tower", help="CLIP folder for a LLaVA-Med release whose vision tower is not inside it"
+    )
     p.add_argument("--lora-targets", help="comma-separated module-name suffixes, e.g. q_proj,v_proj")
     p.add_argument(
         "--no-eval-before",
@@ -126,7 +130,8 @@ def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medtune.tuning.train import format_accuracy, train  # heavy imports only once the input is valid
+    from medtune.tuning.datasets import format_scores
+    from medtune.tuning.train import train  # heavy imports only once the input is valid
 
     preset, paradigm = validate(args)
     overrides = {
@@ -160,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
             "model_path",
             "dataset",
             "output_dir",
+            "task",
+            "vision_tower",
         )
     }
     if args.lora_targets:
@@ -194,9 +201,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"loss                 : {result.first_loss:.3f} -> {result.last_loss:.3f}")
     if result.before is not None:
-        print(f"accuracy before      : {format_accuracy(result.before)}")
+        print(f"scores before        : {format_scores(result.before)}")
     if result.after is not None:
-        print(f"accuracy after       : {format_accuracy(result.after)}")
+        print(f"scores after         : {format_scores(result.after)}")
     print(f"time                 : {result.seconds:.0f} s")
     print(f"run directory        : {result.run_dir}")
     return 0
