@@ -25,8 +25,14 @@ TORCH = os.environ.get("MEDTUNE_TORCH", "torch==2.13.0")
 MEMBERS: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["medtune"]["workspace"][
     "members"
 ]
-# Every member, editable, with the optional 4-bit backend: the environment a user of `medtune` gets.
-FULL = ["kernels", "packages/data", "packages/eval", "packages/core-models[4bit]", "packages/tuning[4bit,tensorboard]"]
+# Every member, editable, with the 4-bit and TensorBoard extras: the environment a user of `medtune` gets.
+FULL = [
+    "kernels",
+    "packages/data",
+    "packages/eval",
+    "packages/core-models[4bit]",
+    "packages/tuning[4bit,tensorboard]",
+]
 # medtune-tuning needs every other member, so the shared environment is its isolation check.
 ISOLATED = [m for m in MEMBERS if m != "packages/tuning"]
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3"]
