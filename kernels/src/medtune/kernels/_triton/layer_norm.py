@@ -6,7 +6,7 @@ import torch
 import triton.language as tl
 
 from medtune.kernels._runtime import Launch, dual_kernel, record_launch
-from medtune.kernels._triton.config import backward_programs, block_size, num_warps
+from medtune.kernels._triton.config import backward_programs, block_size, launch_options
 
 # tl.sum and tl.zeros are themselves jit functions whose flavour (compiled or interpreted) triton fixes
 # when it is imported; the kernels use only builtins (tl.reduce with this combine function, tl.full),
@@ -105,7 +105,7 @@ def layer_norm_forward(
     _layer_norm_fwd[(n_rows,)](
         x, r, hh, y, weight, bias if bias is not None else weight, mean, rstd,
         x.stride(0), r.stride(0), hh.stride(0), y.stride(0), n, eps,
-        BLOCK=block, num_warps=num_warps(block), **flags,
+        BLOCK=block, **launch_options(block), **flags,
     )  # fmt: skip
     record_launch(Launch("layer_norm_fwd", (n_rows,), flags))
     return y, h, mean, rstd
@@ -153,7 +153,7 @@ def layer_norm_backward(
         dw_part if dw_part is not None else placeholder,
         db_part if db_part is not None else placeholder,
         x.stride(0), dy.stride(0), dh_arg.stride(0), dx.stride(0) if dx is not None else 0, n_rows, n,
-        BLOCK=block, num_warps=num_warps(block), **flags,
+        BLOCK=block, **launch_options(block), **flags,
     )  # fmt: skip
     record_launch(Launch("layer_norm_bwd", (programs,), flags, tuple(buffers)))
     # torch's dim reduction has a fixed order (no atomics), so the second stage is deterministic too.

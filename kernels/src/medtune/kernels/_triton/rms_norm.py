@@ -6,7 +6,7 @@ import torch
 import triton.language as tl
 
 from medtune.kernels._runtime import Launch, dual_kernel, record_launch
-from medtune.kernels._triton.config import backward_programs, block_size, num_warps
+from medtune.kernels._triton.config import backward_programs, block_size, launch_options
 
 # See layer_norm.py: the builtin tl.reduce with this combine function runs compiled and interpreted.
 _add = tl.standard._sum_combine
@@ -86,7 +86,7 @@ def rms_norm_forward(
     _rms_norm_fwd[(n_rows,)](
         x, r, hh, y, weight, rstd,
         x.stride(0), r.stride(0), hh.stride(0), y.stride(0), n, eps, float(offset),
-        BLOCK=block, num_warps=num_warps(block), **flags,
+        BLOCK=block, **launch_options(block), **flags,
     )  # fmt: skip
     record_launch(Launch("rms_norm_fwd", (n_rows,), flags))
     return y, h, rstd
@@ -129,7 +129,7 @@ def rms_norm_backward(
         dw_part if dw_part is not None else placeholder,
         x.stride(0), dy.stride(0), dh_arg.stride(0), dx.stride(0) if dx is not None else 0,
         n_rows, n, float(offset),
-        BLOCK=block, num_warps=num_warps(block), **flags,
+        BLOCK=block, **launch_options(block), **flags,
     )  # fmt: skip
     record_launch(Launch("rms_norm_bwd", (programs,), flags, tuple(buffers)))
     # torch's dim reduction has a fixed order (no atomics), so the second stage is deterministic too.
