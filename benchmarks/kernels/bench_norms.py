@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(
             "bench_norms.py needs a CUDA GPU and none is visible to torch "
-            f"(torch {torch.__version__}); run it on a machine with one.",
+            f"(torch {torch.__version__}); run it on a machine with one. Without a GPU, "
+            "`python -m medtune.kernels.resources` compiles every kernel for sm_90 and reports spills.",
             file=sys.stderr,
         )
         return 2

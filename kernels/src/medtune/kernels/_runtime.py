@@ -58,6 +58,34 @@ def trace_launches() -> Iterator[list[Launch]]:
         _traces.remove(launches)
 
 
+@dataclass(frozen=True)
+class KernelCall:
+    """A launch captured instead of run: the kernel, its grid, and the arguments the launcher gave it."""
+
+    kernel: DualKernel
+    grid: tuple[int, ...]
+    args: tuple
+    kwargs: dict
+
+
+_captures: list[list[KernelCall]] = []
+
+
+@contextlib.contextmanager
+def capture_calls() -> Iterator[list[KernelCall]]:
+    """Yield a list of the kernel calls made inside the block, which are recorded and not run.
+
+    `medtune.kernels.resources` drives the launchers with CPU tensors this way to compile their
+    exact argument lists for a GPU that this machine need not have.
+    """
+    calls: list[KernelCall] = []
+    _captures.append(calls)
+    try:
+        yield calls
+    finally:
+        _captures.remove(calls)
+
+
 def record_launch(launch: Launch) -> None:
     """Append `launch` to every open trace; costs one list check when nobody is tracing."""
     for launches in _traces:
@@ -78,6 +106,9 @@ class DualKernel:
         self._interpreted = None
 
     def __getitem__(self, grid: tuple[int, ...]):
+        if _captures:
+            calls = _captures[-1]
+            return lambda *args, **kwargs: calls.append(KernelCall(self, grid, args, kwargs))
         if interpreting():
             if self._interpreted is None:
                 from triton.runtime.interpreter import InterpretedFunction
