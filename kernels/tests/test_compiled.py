@@ -31,18 +31,25 @@ MODEL_HIDDEN = (768, 4096, 5120, 8192)
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("arch", "dtype", "hiddens"),
-    # sm_80 at 5120/8192 spills 8 bytes once in the RMSNorm residual forward (outside any loop; in
-    # the README), so Ampere is held to the LLaMA-7B width here.
-    [(90, "bf16", MODEL_HIDDEN), (90, "fp32", (8192,)), (89, "bf16", (8192,)), (80, "bf16", (4096,))],
+    ("arch", "dtype", "hiddens", "max_spill"),
+    [
+        # Hopper, the GPU the benchmarks target: nothing may leave registers.
+        (90, "bf16", MODEL_HIDDEN, 0),
+        (90, "fp32", (8192,), 0),
+        # Ada and Ampere: ptxas sometimes trades two registers for an 8-byte spill outside the row
+        # loop (RMSNorm residual forward on sm_80, LayerNorm forward on sm_89 with Triton 3.6), which
+        # costs nothing; a row that no longer fits spills hundreds of bytes (hidden 16384).
+        (89, "bf16", (8192,), 16),
+        (80, "bf16", (4096, 8192), 16),
+    ],
 )
-def test_every_launch_compiles_and_keeps_its_row_in_registers(arch, dtype, hiddens):
+def test_every_launch_compiles_and_keeps_its_row_in_registers(arch, dtype, hiddens, max_spill):
     found = list(resources.survey(arch, hiddens, (dtype,)))
     # One kernel per (variant, hidden): every forward/backward switch combination the autograd
     # functions can ask for compiled.
     assert len(found) == len(resources.VARIANTS) * len(hiddens)
     assert {r.variant for r in found} == {v.name for v in resources.VARIANTS}
-    spilled = [(r.op, r.variant, r.hidden, r.spill_bytes) for r in found if r.spills]
+    spilled = [(r.op, r.variant, r.hidden, r.spill_bytes) for r in found if r.spill_bytes > max_spill]
     assert spilled == []
     assert all(0 < r.registers <= 255 for r in found)
 
