@@ -114,12 +114,34 @@ class DualKernel:
                 from triton.runtime.interpreter import InterpretedFunction
 
                 self._interpreted = InterpretedFunction(self.fn)
-            return self._interpreted[grid]
+            return _explain_interpreter_errors(self._interpreted[grid])
         if self._compiled is None:
             from triton.runtime.jit import JITFunction
 
             self._compiled = JITFunction(self.fn)
         return self._compiled[grid]
+
+
+def _explain_interpreter_errors(launch: Callable) -> Callable:
+    """Return `launch` re-raising a known Triton-interpreter/numpy incompatibility as an actionable error."""
+
+    def run(*args, **kwargs):
+        try:
+            return launch(*args, **kwargs)
+        except Exception as err:
+            if "only 0-dimensional arrays can be converted to Python scalars" not in str(err):
+                raise
+            import numpy
+            import triton
+
+            raise RuntimeError(
+                f"Triton {triton.__version__}'s interpreter cannot run medtune's kernels with numpy "
+                f"{numpy.__version__} (it turns a program id into a 1-element array, which numpy >= 2.4 "
+                "refuses to use as an index). Install triton>=3.9 or numpy<2.4 for TRITON_INTERPRET=1; "
+                "compiled GPU runs are not affected."
+            ) from err
+
+    return run
 
 
 def dual_kernel(fn: Callable) -> DualKernel:
