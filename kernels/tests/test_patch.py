@@ -5,14 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import (
-    BlipConfig,
-    BlipForQuestionAnswering,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-)
 from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -21,63 +13,6 @@ from medtune.kernels import FusedLayerNorm, FusedRMSNorm, patch_norms, trace_lau
 # Whole-model comparisons in fp32: the fused norms differ from torch's only in fp32 summation order
 # (~1e-7 relative per norm); a few layers of attention/MLP amplify that to well under 1e-4.
 MODEL_TOL = {"atol": 1e-4, "rtol": 1e-4}
-
-
-def _tiny_llava() -> tuple[nn.Module, dict]:
-    torch.manual_seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-    )
-    text = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=64,
-        max_position_embeddings=64,
-    )
-    model = LlavaForConditionalGeneration(
-        LlavaConfig(vision_config=vision, text_config=text, image_token_index=63)
-    )
-    ids = torch.tensor([[1, 63, 63, 63, 63, 5, 6, 7, 8]])  # 4 image tokens = (16 / 8) ** 2 patches
-    return model.eval(), {"input_ids": ids, "pixel_values": torch.randn(1, 3, 16, 16), "labels": ids}
-
-
-def _tiny_blip() -> tuple[nn.Module, dict]:
-    torch.manual_seed(0)
-    text = {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 32,
-        "encoder_hidden_size": 32,
-        "bos_token_id": 1,
-        "sep_token_id": 2,
-        "pad_token_id": 0,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": 16,
-        "patch_size": 8,
-    }
-    model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision))
-    batch = {
-        "input_ids": torch.tensor([[1, 5, 6, 2]]),
-        "pixel_values": torch.randn(1, 3, 16, 16),
-        "labels": torch.tensor([[1, 7, 8, 2]]),
-    }
-    return model.eval(), batch
 
 
 def _norm_params(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -91,10 +26,10 @@ def _loss_and_grads(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[s
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("build", [_tiny_llava, _tiny_blip], ids=["llava", "blip"])
+@pytest.mark.parametrize("family", ["llava", "blip"])
 @pytest.mark.parametrize("ln_tuning", [True, False], ids=["ln_tuning", "full"])
-def test_patched_model_gives_same_loss_and_gradients(build, ln_tuning):
-    model, batch = build()
+def test_patched_model_gives_same_loss_and_gradients(tiny_model, family, ln_tuning):
+    model, batch = tiny_model(family)
     if ln_tuning:  # only gamma/beta train; the gradient must still flow through every frozen layer
         for name, p in model.named_parameters():
             p.requires_grad_(name in _norm_params(model))
