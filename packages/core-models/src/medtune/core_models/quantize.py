@@ -68,8 +68,11 @@ def quantize_frozen(model: nn.Module, keep: set[str] | frozenset[str]) -> Quanti
             quant_type="nf4",
             device="cpu",
         )
+        # On a GPU the weight is quantised where it lies, in its own dtype (no round trip through host
+        # memory: that would move ~26 GB for a 7B model); on the CPU it is quantised from fp32.
+        weight = module.weight.data if device.type == "cuda" else module.weight.data.to("cpu", torch.float32)
         q.weight = bnb.nn.Params4bit(
-            module.weight.data.to("cpu", torch.float32),
+            weight,
             requires_grad=False,
             compress_statistics=True,
             quant_type="nf4",
