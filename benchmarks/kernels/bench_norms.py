@@ -1,6 +1,7 @@
 """GPU micro-benchmark of medtune's fused LayerNorm/RMSNorm against torch eager, torch.compile and Liger.
 
-    python benchmarks/kernels/bench_norms.py [--quick] [--out DIR] [--peak-gbps N]
+    python benchmarks/kernels/bench_norms.py [--quick] [--hidden H..] [--rows R..] [--dtype D..] [--op OP..]
+                                             [--out DIR] [--peak-gbps N]
 
 Appends one CSV row per measurement to DIR/norms.csv and redraws DIR/norms.png from it.
 """
@@ -138,6 +139,53 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     plt.close(fig)
 
 
+# Issue 3's targets on an H100: fraction of peak bandwidth per mode, and speed-ups at hidden 4096.
+TARGET_FRAC = {"forward": 0.85, "backward": 0.70}
+TARGET_VS_EAGER_4096 = 1.5
+
+
+def verdicts(rows: list[dict[str, str]]) -> list[str]:
+    """Return one line per target check over the CSV `rows` (this run's), at the most rows per shape.
+
+    medtune's forward and backward fraction of peak, its forward+backward speed-up over torch eager at
+    hidden 4096, and whether it beats Liger at every hidden size Liger was measured at.
+    """
+    if not rows:
+        return []
+    most = max(int(r["rows"]) for r in rows)
+    at = {
+        (r["op"], r["mode"], int(r["hidden"]), r["dtype"], r["provider"]): float(r["p50_ms"])
+        for r in rows
+        if int(r["rows"]) == most
+    }
+    frac = {
+        (r["op"], r["mode"], int(r["hidden"]), r["dtype"]): float(r["frac_peak"])
+        for r in rows
+        if int(r["rows"]) == most and r["provider"] == "medtune"
+    }
+    lines = []
+    for (op, mode, hidden, dtype), f in sorted(frac.items()):
+        if mode in TARGET_FRAC and f > 0:
+            ok = "met" if f >= TARGET_FRAC[mode] else "MISSED"
+            lines.append(
+                f"{op} {mode} {dtype} {most}x{hidden}: {f:.1%} of peak vs {TARGET_FRAC[mode]:.0%} {ok}"
+            )
+    for (op, mode, hidden, dtype, provider), ms in sorted(at.items()):
+        if provider != "medtune" or mode != "full":
+            continue
+        eager = at.get((op, mode, hidden, dtype, "torch"))
+        if hidden == 4096 and eager:
+            ok = "met" if eager / ms >= TARGET_VS_EAGER_4096 else "MISSED"
+            lines.append(
+                f"{op} full {dtype} {most}x4096: {eager / ms:.2f}x torch eager vs {TARGET_VS_EAGER_4096}x {ok}"
+            )
+        liger = at.get((op, mode, hidden, dtype, "liger"))
+        if liger:
+            ok = "met" if ms < liger else "MISSED"
+            lines.append(f"{op} full {dtype} {most}x{hidden}: {liger / ms:.2f}x Liger vs > 1x {ok}")
+    return lines
+
+
 def _torch_rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     # What transformers' LlamaRMSNorm runs in eager mode: the baseline a user would otherwise get.
     h = x.float()
@@ -192,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark grid and return the exit status (2 when there is no CUDA device)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two hidden sizes, 4096 rows, bf16 only")
+    parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden sizes (default {list(HIDDEN)})")
+    parser.add_argument("--rows", type=int, nargs="+", help=f"row counts (default {list(ROWS)})")
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), help="default: bf16 fp32")
+    parser.add_argument("--op", nargs="+", choices=OPS, help="default: both")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels/results"))
     parser.add_argument("--peak-gbps", type=float, default=None, help="peak memory bandwidth, GB/s")
     args = parser.parse_args(argv)
@@ -217,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     hiddens, rows_list, dtypes = (
         ((768, 4096), (4096,), ("bf16",)) if args.quick else (HIDDEN, ROWS, tuple(DTYPES))
     )
+    # Explicit choices narrow the grid (a GPU session with minutes to spare picks what fits).
+    hiddens, rows_list, dtypes = args.hidden or hiddens, args.rows or rows_list, args.dtype or dtypes
     csv_path = args.out / "norms.csv"
-    for op in OPS:
+    this_run: list[Row] = []
+    for op in args.op or OPS:
         fns = providers(op)
         for dtype in dtypes:
             for hidden in hiddens:
@@ -232,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"{op:10s} {mode:8s} {rows:6d}x{hidden:<5d} {dtype} {provider:13s} "
                                   f"p50 {r.p50_ms:8.4f} ms  {r.gbps:7.1f} GB/s  {r.frac_peak:5.1%}")  # fmt: skip
                     append_rows(csv_path, batch)
+                    this_run += batch
     plot(read_rows(csv_path), args.out / "norms.png")
+    print("targets:")
+    for line in verdicts([{k: str(v) for k, v in asdict(r).items()} for r in this_run]):
+        print(f"- {line}")
     print(f"wrote {csv_path} and {args.out / 'norms.png'}")
     return 0
 

@@ -57,3 +57,30 @@ def test_without_cuda_main_exits_2_with_a_sentence(bench, capsys, tmp_path):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "norms.csv").exists()
+
+
+def test_verdicts_check_each_target_at_the_most_rows(bench):
+    meta = {"device": "NVIDIA H100", "torch_version": "2.x", "triton_version": "3.x"}
+
+    def row(mode, rows, provider, p50, hidden=4096):
+        r = bench.measurement(meta, "rms_norm", mode, rows, hidden, "bf16", provider, (p50, p50, p50), 3350.0)
+        return {k: str(v) for k, v in bench.asdict(r).items()}
+
+    # forward 4096 rows x 4096 bf16 moves 67.1 MB: 0.0236 ms is 2844 GB/s = 84.9% of 3350 (just missed);
+    # backward 100.7 MB in 0.04 ms is 75.1% (met); full: eager 0.12 ms / 0.07 ms = 1.71x (met);
+    # Liger 0.065 ms beats medtune's 0.07 (missed). A smaller row count must be ignored.
+    rows = [
+        row("forward", 4096, "medtune", 0.0236),
+        row("backward", 4096, "medtune", 0.04),
+        row("full", 4096, "medtune", 0.07),
+        row("full", 4096, "torch", 0.12),
+        row("full", 4096, "liger", 0.065),
+        row("forward", 1024, "medtune", 1.0),
+    ]
+    lines = bench.verdicts(rows)
+    assert "rms_norm forward bf16 4096x4096: 84.9% of peak vs 85% MISSED" in lines
+    assert "rms_norm backward bf16 4096x4096: 75.1% of peak vs 70% met" in lines
+    assert "rms_norm full bf16 4096x4096: 1.71x torch eager vs 1.5x met" in lines
+    assert "rms_norm full bf16 4096x4096: 0.93x Liger vs > 1x MISSED" in lines
+    assert len(lines) == 4
+    assert bench.verdicts([]) == []
