@@ -27,10 +27,15 @@ GIB = 1024**3
 
 
 def build(preset: str, method: str, seq_text: int, device: torch.device):
-    """Return (tuned model, optimizer, batch) for ``method`` on a fresh 4-bit model of ``preset``."""
+    """Return (tuned model, optimizer, batch, planned peak bytes) for ``method`` on a fresh 4-bit ``preset``.
+
+    The plan is medtune's memory planner (`medtune params --memory`) for this very model and batch, made
+    before quantising, so the run checks the planner against torch.cuda.max_memory_allocated.
+    """
     from medtune.core_models import build_random
     from medtune.core_models.quantize import quantize_frozen
     from medtune.tuning.apply import apply_paradigm
+    from medtune.tuning.memory import plan_memory
     from medtune.tuning.paradigm import Paradigm
 
     sys.path.insert(0, str(HERE))
@@ -40,6 +45,9 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = build_random(preset, device=device, dtype=dtype)
     tuned = apply_paradigm(model, "llava", method, Paradigm.parse("F,F,PEFT,F", "llava"))
+    batch = synthetic_batch(tuned.model.config, 1, seq_text, tuned.model.config.vision_config.image_size)
+    seq = batch["input_ids"].shape[1]
+    plan = plan_memory(tuned, batch=1, seq_len=seq, four_bit=True, grad_checkpointing=True)
     report = quantize_frozen(tuned.model, tuned.trainable)  # QLoRA's setting: every frozen linear in NF4
     model = tuned.model
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 renamed it
@@ -50,7 +58,6 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
-    batch = synthetic_batch(model.config, 1, seq_text, model.config.vision_config.image_size)
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
     if device.type == "cuda":
@@ -59,7 +66,7 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
         f"{method}: {len(report.quantized)} linears in NF4, {sum(p.numel() for p in params):,} trainable",
         flush=True,
     )
-    return model, opt, batch
+    return model, opt, batch, plan.total
 
 
 def step(model, opt, batch, device: torch.device) -> None:
@@ -96,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from medtune.kernels import patch_norms
 
-    ln_model, ln_opt, batch = build(args.preset, "ln", args.text_tokens, device)
-    lora_model, lora_opt, _ = build(args.preset, "lora", args.text_tokens, device)
+    ln_model, ln_opt, batch, ln_plan = build(args.preset, "ln", args.text_tokens, device)
+    lora_model, lora_opt, _, lora_plan = build(args.preset, "lora", args.text_tokens, device)
+    planned = {"ln": ln_plan, "ln-fused": ln_plan, "lora": lora_plan}
     cuda = device.type == "cuda"
     patch = patch_norms(ln_model)
     print(patch.summary())
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "p80_ms": round(p80, 1),
                 "tokens_per_s": round(seq / (p50 / 1e3), 1),
                 "peak_gib": round(peaks[method] / GIB, 3),
+                "planned_gib": round(planned[method] / GIB, 3),
             }
         )
     new = not args.out.exists()
@@ -161,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if new:
             writer.writeheader()
         writer.writerows(rows)
-    print("| method | p20 / p50 / p80 ms | tokens/s | peak GiB |\n|---|---|---|---|")
+    print("| method | p20 / p50 / p80 ms | tokens/s | peak GiB | planner GiB |\n|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['method']} | {r['p20_ms']} / {r['p50_ms']} / {r['p80_ms']} | {r['tokens_per_s']} | {r['peak_gib']} |"
+            f"| {r['method']} | {r['p20_ms']} / {r['p50_ms']} / {r['p80_ms']} | {r['tokens_per_s']} "
+            f"| {r['peak_gib']} | {r['planned_gib']} |"
         )
     by = {r["method"]: r for r in rows}
     speedup = by["ln-fused"]["tokens_per_s"] / by["ln"]["tokens_per_s"]
@@ -173,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if by['ln']['peak_gib'] * GIB < 8e9 else 'MISSED'}")  # fmt: skip
     print(f"- ln-fused / ln tokens/s {speedup:.3f} vs bound 1.1: {'met' if speedup >= 1.1 else 'MISSED'}")
     print(f"- ln-fused / lora tokens/s {vs_lora:.3f} vs bound 1.0: {'met' if vs_lora >= 1.0 else 'MISSED'}")
+    for method in ("ln", "lora"):
+        if cuda:
+            error = by[method]["planned_gib"] / by[method]["peak_gib"] - 1
+            print(f"- planner vs measured peak, {method}: {error:+.1%}")
     print(f"appended {len(rows)} rows to {args.out}")
     return 0
 

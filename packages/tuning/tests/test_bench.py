@@ -166,6 +166,9 @@ def test_gpu_script_runs_its_whole_path_on_a_tiny_model(tmp_path):
     _, rows = read_rows(out)
     assert [r["method"] for r in rows] == ["ln", "ln-fused", "lora"]
     assert all(float(r["p50_ms"]) > 0 and int(r["seq_len"]) == 1 + 36 + 4 for r in rows)
+    # the memory planner's estimate for the same model and batch rides along (ln-fused shares ln's)
+    assert all(float(r["planned_gib"]) > 0 for r in rows)
+    assert rows[0]["planned_gib"] == rows[1]["planned_gib"] != rows[2]["planned_gib"]
     if not __import__("torch").cuda.is_available():
         assert (
             module.main(["--out", str(out)]) == 2
