@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -118,8 +119,29 @@ class DualKernel:
         if self._compiled is None:
             from triton.runtime.jit import JITFunction
 
-            self._compiled = JITFunction(self.fn)
+            self._compiled = JITFunction(_with_compiled_helpers(self.fn))
         return self._compiled[grid]
+
+
+def _with_compiled_helpers(fn: Callable) -> Callable:
+    """Return `fn`, or a twin whose module globals hold compiled versions of any interpreted jit helpers.
+
+    Triton fixes the flavour of `@triton.jit` helpers (such as `tl.standard._sum_combine`, the
+    kernels' reduction) when they are imported. A process that imported them under TRITON_INTERPRET=1
+    and then compiles (medtune.kernels.resources, the tests under nox) needs compiled ones, which the
+    code generator looks up in the kernel's globals.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    helpers = {k: v for k, v in fn.__globals__.items() if isinstance(v, InterpretedFunction)}
+    if not helpers:
+        return fn
+    globals_ = {**fn.__globals__, **{k: JITFunction(v.fn) for k, v in helpers.items()}}
+    twin = types.FunctionType(fn.__code__, globals_, fn.__name__, fn.__defaults__, fn.__closure__)
+    twin.__module__, twin.__qualname__ = fn.__module__, fn.__qualname__
+    twin.__annotations__, twin.__kwdefaults__ = fn.__annotations__, fn.__kwdefaults__  # tl.constexpr marks
+    return twin
 
 
 def _explain_interpreter_errors(launch: Callable) -> Callable:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from medtune.kernels._runtime import KernelCall, capture_calls
+from medtune.kernels._runtime import KernelCall, _with_compiled_helpers, capture_calls
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Hidden sizes of the models medtune tunes: CLIP-B/BERT, CLIP-L, LLaMA/Mistral-7B, 13B, 70B, and the
@@ -120,7 +120,7 @@ def _compile(call: KernelCall, arch: int):
             f"this Triton ({err}) lacks the internals medtune.kernels.resources compiles through; "
             "run the GPU benchmark instead (benchmarks/kernels/bench_norms.py)."
         ) from err
-    fn = JITFunction(call.kernel.fn)
+    fn = JITFunction(_with_compiled_helpers(call.kernel.fn))
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
