@@ -122,8 +122,13 @@ def write_release(
     tower_inside: bool,
     drop: str | None = None,
     extra: str | None = None,
+    weights: str = "safetensors",
 ) -> Path:
-    """Write ``model`` in the release layout: config.json with mm_* keys and 2 safetensors shards with an index."""
+    """Write ``model`` in the release layout: config.json with mm_* keys and its weights.
+
+    ``weights``: "safetensors" (2 shards and an index), "bin" (2 pytorch_model-*.bin shards and an index,
+    as the LLaVA-Med v1 delta releases ship) or "single-bin" (one pytorch_model.bin).
+    """
     folder.mkdir(parents=True)
     tensors = release_names(model.state_dict(), projector)
     mm_vision_tower = "openai/clip-vit-large-patch14-336"
@@ -167,13 +172,20 @@ def write_release(
     }
     (folder / "config.json").write_text(json.dumps(config))
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
-    for file, part in shards.items():
-        save_file({n: tensors[n] for n in part}, folder / file, metadata={"format": "pt"})
-    weight_map = {n: file for file, part in shards.items() for n in part}
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map})
-    )
+    if weights == "single-bin":
+        torch.save(tensors, folder / "pytorch_model.bin")
+    else:
+        stem, ext = ("model", "safetensors") if weights == "safetensors" else ("pytorch_model", "bin")
+        shards = {f"{stem}-00001-of-00002.{ext}": names[::2], f"{stem}-00002-of-00002.{ext}": names[1::2]}
+        for file, part in shards.items():
+            if ext == "safetensors":
+                save_file({n: tensors[n] for n in part}, folder / file, metadata={"format": "pt"})
+            else:
+                torch.save({n: tensors[n] for n in part}, folder / file)
+        weight_map = {n: file for file, part in shards.items() for n in part}
+        (folder / f"{stem}.{ext}.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map})
+        )
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -242,6 +254,27 @@ def test_release_layout_converts_every_tensor(tmp_path, kind, projector, tower_i
     got = built.model(input_ids=ids, pixel_values=pixels).logits
     torch.testing.assert_close(got, source(input_ids=ids, pixel_values=pixels).logits)
     assert built.image_processor.crop_size == {"height": 28, "width": 28}
+
+
+@pytest.mark.parametrize("weights", ["bin", "single-bin"])
+def test_release_in_pytorch_bin_files_loads_the_same_weights(tmp_path, weights):
+    tokenizer = build_word_tokenizer(WORDS)
+    source = source_model("llama", "linear", tokenizer)
+    path = write_release(
+        tmp_path / "rel",
+        source,
+        tokenizer,
+        kind="llama",
+        projector="linear",
+        tower_inside=True,
+        weights=weights,
+    )
+    assert not list(path.glob("*.safetensors")) and list(path.glob("pytorch_model*.bin"))
+
+    with pytest.warns(UserWarning):  # no processor in the folder -> CLIP default
+        built = load(tiny_preset("llama", len(tokenizer)), path)
+
+    assert_same_weights(built.model, source)
 
 
 def test_release_vocabulary_is_padded_with_the_mean_embedding(tmp_path):
