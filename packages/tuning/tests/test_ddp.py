@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from medtune.tuning.cli import main
+from medtune.tuning.commands.train import accelerate_distributed_type
+from medtune.tuning.paradigm import UsageError
 
 RUN = [
     "train",
@@ -49,3 +52,36 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path, demo
     torch.testing.assert_close(torch.tensor(ddp_losses), torch.tensor(one_losses), rtol=2e-2, atol=1e-3)
     for name, tensor in one_tensors.items():
         torch.testing.assert_close(ddp_tensors[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "medtune" / "tuning" / "accelerate_configs"
+
+
+def test_accelerate_configs_are_read_for_their_distributed_type(tmp_path):
+    assert accelerate_distributed_type(SHIPPED / "fsdp_full_shard.yaml") == "FSDP"
+    assert accelerate_distributed_type(SHIPPED / "multi_gpu_ddp.yaml") == "MULTI_GPU"
+    with pytest.raises(UsageError, match="does not exist"):
+        accelerate_distributed_type(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("distributed_type: [FSDP\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        accelerate_distributed_type(tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without GPUs")
+def test_processes_that_do_not_form_one_group_are_refused_before_anything_is_written(tmp_path, demo_cache):
+    # accelerate launch with a GPU config on a CPU machine starts 2 independent single-process runs;
+    # each must refuse instead of writing a run directory of its own.
+    env = {**os.environ, "MEDTUNE_CACHE": str(demo_cache)}
+    cmd = [sys.executable, "-m", "medtune.tuning.cli", *RUN, "--num-processes", "2"]
+    cmd += [
+        "--accelerate-config",
+        str(SHIPPED / "fsdp_full_shard.yaml"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "fsdp_full_shard.yaml asks for FSDP" in done.stdout  # the config meant medtune's own --fsdp
+    assert done.stderr.count("2 processes were launched but this one sees a group of 1") == 2
+    assert not (tmp_path / "runs").exists()

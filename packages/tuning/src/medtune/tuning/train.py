@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -101,6 +102,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     seed_everything(cfg.seed)
     # Accumulation is done by hand below so that the step boundaries survive a resume exactly.
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no")
+    launched = os.environ.get("MEDTUNE_LAUNCHED_PROCESSES")
+    if launched and accelerator.num_processes != int(launched):
+        # Before anything is written: each of the launched processes would otherwise make its own run.
+        raise UsageError(
+            f"{launched} processes were launched but this one sees a group of {accelerator.num_processes}: "
+            "they did not join one distributed run. An accelerate config for GPUs does this on a machine "
+            "without them; on a CPU use --num-processes alone (torchrun with gloo)"
+        )
     main = accelerator.is_main_process
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

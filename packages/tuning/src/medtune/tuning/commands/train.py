@@ -171,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.lora_targets:
         overrides["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    if args.accelerate_config is not None and accelerate_distributed_type(args.accelerate_config) == "FSDP":
+        # medtune shards the model itself (FSDP2 per decoder layer, tested); accelerate's own wrapping
+        # of a prepared model is not used, so the shipped FSDP config means --fsdp.
+        overrides["fsdp"] = True
+        print(f"{args.accelerate_config.name} asks for FSDP: medtune shards the model itself, as with --fsdp")
     cfg = resolve_config(args.family, args.method, preset, str(paradigm), overrides, args.config)
     print(
         f"medtune train {cfg.family} {cfg.method} | preset {cfg.preset} | paradigm {cfg.paradigm} | recipe {cfg.recipe}"
@@ -187,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.fsdp and (args.num_processes or 1) < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise UsageError("--fsdp shards the model over processes; add --num-processes 2 or more")
     if args.num_processes is not None and args.num_processes > 1:
-        return launch_processes(args.num_processes, args.accelerate_config)
+        return launch_processes(args.num_processes, args.accelerate_config, fsdp=cfg.fsdp)
     try:
         result = train(cfg, progress=not args.quiet, resume=args.resume)
     except FloatingPointError as err:  # a diverged loss: the sentence says what to lower
@@ -209,11 +214,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch_processes(n: int, config_file: Path | None) -> int:
-    """Re-run this very command under `accelerate launch` with ``n`` processes; return its exit code."""
+def accelerate_distributed_type(config_file: Path) -> str:
+    """Return the `distributed_type` an accelerate config file asks for ("NO" when it names none)."""
+    import yaml
+
+    if not config_file.is_file():
+        raise UsageError(
+            f"--accelerate-config {config_file} does not exist; pass an accelerate config file (the shipped "
+            "ones are in medtune/tuning/accelerate_configs/)"
+        )
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"--accelerate-config {config_file} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--accelerate-config {config_file} holds no mapping of accelerate settings")
+    return str(config.get("distributed_type", "NO")).upper()
+
+
+def launch_processes(n: int, config_file: Path | None, *, fsdp: bool = False) -> int:
+    """Re-run this very command under `accelerate launch` with ``n`` processes; return its exit code.
+
+    The children learn ``n`` (MEDTUNE_LAUNCHED_PROCESSES) and refuse to train unless they form one group of
+    that size, so a launcher that starts ``n`` independent runs cannot go unnoticed.
+    """
     import subprocess
 
     argv = sys.argv[1:]
+    if fsdp and "--fsdp" not in argv:
+        argv.append("--fsdp")
     for flag in ("--num-processes", "--accelerate-config"):  # the children must not launch again
         while flag in argv:
             i = argv.index(flag)
@@ -225,7 +254,9 @@ def launch_processes(n: int, config_file: Path | None) -> int:
     else:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
         launch += ["--config_file", str(config_file)] if config_file is not None else ["--multi_gpu"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"} if launch[2] == "torch.distributed.run" else None
+    env = {**os.environ, "MEDTUNE_LAUNCHED_PROCESSES": str(n)}
+    if launch[2] == "torch.distributed.run":
+        env["ACCELERATE_USE_CPU"] = "true"
     return subprocess.call([*launch, "-m", "medtune.tuning.cli", *argv], env=env)
 
 
