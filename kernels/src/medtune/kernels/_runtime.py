@@ -49,14 +49,19 @@ _traces: list[list[Launch]] = []
 
 
 @contextlib.contextmanager
-def trace_launches() -> Iterator[list[Launch]]:
-    """Yield a list that collects every kernel launch made inside the block (tests use it to see skipped work)."""
-    launches: list[Launch] = []
-    _traces.append(launches)
+def _collecting(open_lists: list[list]) -> Iterator[list]:
+    """Yield a fresh list that is in `open_lists` (so launchers append to it) until the block ends."""
+    collected: list = []
+    open_lists.append(collected)
     try:
-        yield launches
+        yield collected
     finally:
-        _traces.remove(launches)
+        open_lists.remove(collected)
+
+
+def trace_launches() -> contextlib.AbstractContextManager[list[Launch]]:
+    """Return a context yielding a list of every kernel launch made inside the block (tests see skipped work)."""
+    return _collecting(_traces)
 
 
 @dataclass(frozen=True)
@@ -72,19 +77,13 @@ class KernelCall:
 _captures: list[list[KernelCall]] = []
 
 
-@contextlib.contextmanager
-def capture_calls() -> Iterator[list[KernelCall]]:
-    """Yield a list of the kernel calls made inside the block, which are recorded and not run.
+def capture_calls() -> contextlib.AbstractContextManager[list[KernelCall]]:
+    """Return a context yielding a list of the kernel calls made inside the block, recorded and not run.
 
     `medtune.kernels.resources` drives the launchers with CPU tensors this way to compile their
     exact argument lists for a GPU that this machine need not have.
     """
-    calls: list[KernelCall] = []
-    _captures.append(calls)
-    try:
-        yield calls
-    finally:
-        _captures.remove(calls)
+    return _collecting(_captures)
 
 
 def record_launch(launch: Launch) -> None:
