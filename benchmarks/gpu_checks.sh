@@ -9,7 +9,10 @@
 #   kernels  benchmarks/kernels/bench_norms.py at the model widths (KERNEL_ARGS) LIMIT_KERNELS=240
 #   7b       benchmarks/methods/gpu_7b.py: LLaVA-Med 7B NF4, ln / ln-fused / QLoRA,
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
-# "env tests kernels" fits in ten minutes, as does "env 7b".
+#   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
+#            patched in, scores before and after (DEMO_ARGS)                     LIMIT_DEMO=180
+# "env tests kernels" fits in ten minutes, as does "env 7b demo". The default runs all but demo.
+# benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
 # Results land in $OUT (default ./gpu-results): checks.log (everything printed), kernels/norms.csv,
 # kernels/norms.png, gpu_7b.csv. The packages run from this checkout through PYTHONPATH, so nothing
@@ -51,7 +54,8 @@ versions() {
   "$PY" - <<'PY'
 import importlib, platform
 print("python", platform.python_version())
-for name in ("torch", "triton", "transformers", "peft", "accelerate", "bitsandbytes", "medtune.kernels"):
+for name in ("torch", "triton", "transformers", "peft", "accelerate", "bitsandbytes", "pyarrow", "datasets",
+             "medtune.kernels"):
     try:
         module = importlib.import_module(name)
         print(f"{name:16s}", getattr(module, "__version__", "(from this checkout)"))
@@ -74,8 +78,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(env tests kernels 7b)
 for name in "${STAGES[@]}"; do  # a typo must not cost the stages before it
   case $name in
-    env | tests | kernels | 7b) ;;
-    *) echo "unknown stage '$name'; the stages are env, tests, kernels, 7b" >&2; exit 2 ;;
+    env | tests | kernels | 7b | demo) ;;
+    *) echo "unknown stage '$name'; the stages are env, tests, kernels, 7b, demo" >&2; exit 2 ;;
   esac
 done
 for name in "${STAGES[@]}"; do
@@ -91,6 +95,11 @@ for name in "${STAGES[@]}"; do
       # shellcheck disable=SC2086
       stage 7b "${LIMIT_7B:-300}" "$PY" benchmarks/methods/gpu_7b.py --out "$OUT/gpu_7b.csv" \
         ${GPU_7B_ARGS:---rounds 2 --steps 2}
+      ;;
+    demo)
+      # shellcheck disable=SC2086
+      stage demo "${LIMIT_DEMO:-180}" "$PY" -m medtune.tuning.cli train llava ln --quiet \
+        --output-dir "$OUT/runs" ${DEMO_ARGS:-}
       ;;
   esac
 done
