@@ -146,3 +146,35 @@ def test_patch_touches_only_this_instance_and_shared_norms_once():
     assert type(other[0]) is nn.LayerNorm and nn.LayerNorm.forward is not FusedLayerNorm.forward
     handle.restore()
     assert model[0] is shared and model[2] is shared
+
+
+def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Return the bytes autograd keeps for the backward of module(x), its own parameters aside."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_norm"])
+def test_forward_keeps_only_its_input_and_fp32_row_statistics(kind):
+    # LN-tuning without checkpointing keeps every norm's saved tensors until backward: the fused norm
+    # keeps x (bf16 here) and 4 bytes per row per statistic; eager LlamaRMSNorm keeps an fp32 copy of x
+    # and a bf16 normalised x instead, 6 bytes per element.
+    rows, hidden = 96, 256
+    x = torch.randn(2, rows // 2, hidden, dtype=torch.bfloat16, requires_grad=True)
+    if kind == "layer_norm":
+        fused, stats = FusedLayerNorm.from_module(nn.LayerNorm(hidden)), 2  # mean and rstd
+    else:
+        eager = LlamaRMSNorm(hidden)  # fp32 weight, bf16 activations: LN-tuning's setting
+        fused, stats = FusedRMSNorm.from_module(eager), 1  # rstd
+        assert _saved_bytes(eager, x) == 6 * rows * hidden + 4 * rows
+    assert _saved_bytes(fused, x) == 2 * rows * hidden + stats * 4 * rows
