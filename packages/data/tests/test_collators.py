@@ -138,6 +138,35 @@ def test_no_room_for_the_answer_is_an_error(tmp_path, builders, tokenizer, image
         collator([_record(tmp_path, builders, "q", "which organ?", "lung")])
 
 
+def test_llava_med_v1_image_positions_are_wrapped(tmp_path, builders, tokenizer, image_processor):
+    # v1 checkpoints mark images <im_start> <im_patch> x N <im_end> (mm_use_im_start_end).
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<im_patch>", "<im_start>", "<im_end>"]})
+    collator = LlavaCollator(
+        tokenizer,
+        image_processor,
+        get_template("demo"),
+        num_image_tokens=3,
+        image_token="<im_patch>",
+        image_wrap=("<im_start>", "<im_end>"),
+    )
+    batch = collator([_record(tmp_path, builders, "q1", "is the heart enlarged?", "no")])
+    image = ["<im_start>"] + ["<im_patch>"] * 3 + ["<im_end>"]
+    prompt = _ids(tokenizer, [*image, "Q", ":", "is", "the", "heart", "enlarged", "?", "A", ":"])
+    assert batch["input_ids"].tolist() == [prompt + _ids(tokenizer, ["no", "</s>"])]
+    assert batch["labels"].tolist()[0][: len(prompt)] == [M] * len(prompt)
+
+
+def test_missing_image_wrap_token_names_it(tokenizer, image_processor):
+    with pytest.raises(ValueError, match="no '<im_start>' or '<im_end>' token to wrap"):
+        LlavaCollator(
+            tokenizer,
+            image_processor,
+            get_template("demo"),
+            num_image_tokens=2,
+            image_wrap=("<im_start>", "<im_end>"),
+        )
+
+
 def test_missing_image_token_in_tokenizer(tokenizer, image_processor):
     with pytest.raises(ValueError, match="no '<img>' token"):
         LlavaCollator(

@@ -49,6 +49,7 @@ class LlavaCollator:
         template: PromptTemplate,
         num_image_tokens: int,
         image_token: str = "<image>",
+        image_wrap: tuple[str, str] | None = None,
         max_length: int = 512,
         padding_side: Literal["right", "left"] = "right",
         train: bool = True,
@@ -68,6 +69,18 @@ class LlavaCollator:
                 f"the tokenizer has no {image_token!r} token; add it as a special token "
                 "(tokenizer.add_special_tokens) and resize the model's embeddings."
             )
+        # LLaVA-Med v1 prompts put <im_start> before an image's positions and <im_end> after them.
+        self.image_ids = [self.image_token_id] * num_image_tokens
+        if image_wrap is not None:
+            start_end = [_token_id(tokenizer, token) for token in image_wrap]
+            missing = [token for token, tid in zip(image_wrap, start_end) if tid is None]
+            if missing:
+                raise ValueError(
+                    f"the tokenizer has no {' or '.join(map(repr, missing))} token to wrap the image "
+                    "positions in (the checkpoint's config sets mm_use_im_start_end); use the release's "
+                    "own tokenizer, which has them."
+                )
+            self.image_ids = [start_end[0], *self.image_ids, start_end[1]]
         eos_text = tokenizer.eos_token or template.eos
         eos_id = _token_id(tokenizer, eos_text)
         self.eos_ids = [eos_id] if eos_id is not None else self._ids(eos_text)
@@ -86,7 +99,7 @@ class LlavaCollator:
         pieces = text.split(self.template.image_placeholder)
         ids = self._ids(pieces[0])
         for piece in pieces[1:]:
-            ids += [self.image_token_id] * self.num_image_tokens + self._ids(piece)
+            ids += self.image_ids + self._ids(piece)
         return ids
 
     def encode(self, sample_id: str, question: str, answer: str | None) -> tuple[list[int], list[int]]:
