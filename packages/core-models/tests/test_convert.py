@@ -23,6 +23,7 @@ from transformers import (
 from medtune.core_models import IMAGE_TOKEN, Preset, build_word_tokenizer, load
 from medtune.core_models.convert import is_llava_med_release, load_llava_med_release
 from medtune.core_models.llava_med import LinearConnectorLlava
+from medtune.core_models.tokenizer import V1_IMAGE_PATCH, V1_IMAGE_START_END
 
 WORDS = ["what organ is shown in this chest x-ray image", "yes no left right lung heart liver brain"]
 TINY_CLIP_TEXT = {
@@ -264,6 +265,33 @@ def test_release_layout_converts_every_tensor(tmp_path, kind, projector, tower_i
     got = built.model(input_ids=ids, pixel_values=pixels).logits
     torch.testing.assert_close(got, source(input_ids=ids, pixel_values=pixels).logits)
     assert built.image_processor.crop_size == {"height": 28, "width": 28}
+
+
+def test_v1_release_keeps_its_vocabulary_and_marks_images_with_im_patch(tmp_path, recwarn):
+    # LLaVA-Med v1's tokenizer has <im_patch>/<im_start>/<im_end> and no <image>: <im_patch> is the
+    # position its code filled with image features, so nothing is added or padded.
+    tokenizer = plain_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": [V1_IMAGE_PATCH, *V1_IMAGE_START_END]})
+    patch_id = tokenizer.convert_tokens_to_ids(V1_IMAGE_PATCH)
+    source = source_model("llama", "linear", tokenizer)
+    source.config.image_token_index = patch_id
+    path = write_release(
+        tmp_path / "rel", source, tokenizer, kind="llama", projector="linear", tower_inside=True
+    )
+
+    built = load(tiny_preset("llama", len(tokenizer)), path)
+
+    assert built.model.config.image_token_index == patch_id
+    assert built.model.config.text_config.vocab_size == len(tokenizer)
+    assert not [w for w in recwarn if "padded" in str(w.message) or "has no" in str(w.message)]
+    assert built.image_wrap == V1_IMAGE_START_END  # the release's config sets mm_use_im_start_end
+    assert_same_weights(built.model, source)
+    ids = torch.tensor([[1, *[patch_id] * 4, 2]])  # 28 px / 14 px patches = 4 image positions
+    pixels = torch.randn(1, 3, 28, 28)
+    torch.testing.assert_close(
+        built.model(input_ids=ids, pixel_values=pixels).logits,
+        source(input_ids=ids, pixel_values=pixels).logits,
+    )
 
 
 def test_release_vocabulary_is_padded_with_the_mean_embedding(tmp_path):

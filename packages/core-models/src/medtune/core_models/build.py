@@ -42,6 +42,15 @@ class Built:
         """How many image-token positions one image occupies in the LLM's input (llava family)."""
         return image_token_count(self.model.config)
 
+    @property
+    def image_wrap(self) -> tuple[str, str] | None:
+        """The tokens around an image's positions in the prompt: LLaVA-Med v1's <im_start>/<im_end>, or None."""
+        if getattr(self.model.config, "mm_use_im_start_end", False):
+            from medtune.core_models.tokenizer import V1_IMAGE_START_END
+
+            return V1_IMAGE_START_END
+        return None
+
 
 def image_token_count(config) -> int:
     """Return the number of visual tokens LLaVA feeds the LLM per image for this config."""

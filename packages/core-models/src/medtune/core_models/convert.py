@@ -26,7 +26,7 @@ from transformers.initialization import no_init_weights
 from medtune.core_models.build import Built
 from medtune.core_models.llava_med import LinearConnectorLlava
 from medtune.core_models.presets import Preset, get_preset
-from medtune.core_models.tokenizer import IMAGE_TOKEN
+from medtune.core_models.tokenizer import IMAGE_TOKEN, V1_IMAGE_PATCH
 
 RELEASE_TEXT_CONFIGS: dict[str, type[PretrainedConfig]] = {
     "LlavaLlamaForCausalLM": LlamaConfig,  # LLaVA-Med v1 (LLaMA-7B)
@@ -148,7 +148,7 @@ def release_config(preset: Preset, raw: dict, arch: str, vision: CLIPVisionConfi
         projector_hidden_act="gelu",
     )
     config.mm_projector_type = projector
-    # v1 prompts wrapped the image in <im_start>/<im_end>; kept so a caller can tell, medtune's templates do not.
+    # v1 prompts wrapped the image in <im_start>/<im_end>: the LLaVA collator does the same when this is set.
     config.mm_use_im_start_end = bool(raw.get("mm_use_im_start_end", False))
     model_cls = LinearConnectorLlava if projector == "linear" else LlavaForConditionalGeneration
     config.architectures = [model_cls.__name__]
@@ -224,19 +224,26 @@ def fill(model: PreTrainedModel, sources: list[tuple[Path, bool]], vision_prefix
 
 
 def release_tokenizer(path: Path):
-    """Return the folder's tokenizer with ``<image>`` added when it lacks one."""
+    """Return (the folder's tokenizer, its image token): ``<image>``, else v1's ``<im_patch>``, else ``<image>`` added.
+
+    LLaVA-Med v1 (the LLaVA v0 recipe) replaced its ``<im_patch>`` positions with image features, which is
+    exactly Llava's image token, so a v1 vocabulary is kept as released (no row is added or padded).
+    """
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(
             f"cannot read a tokenizer from {path} ({err}); the release folder needs one"
         ) from None
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-        warnings.warn(
-            f"the tokenizer in {path} has no {IMAGE_TOKEN}; added it as id {len(tokenizer) - 1}", stacklevel=3
-        )
-    return tokenizer
+    vocab = tokenizer.get_vocab()
+    for token in (IMAGE_TOKEN, V1_IMAGE_PATCH):
+        if token in vocab:
+            return tokenizer, token
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    warnings.warn(
+        f"the tokenizer in {path} has no {IMAGE_TOKEN}; added it as id {len(tokenizer) - 1}", stacklevel=3
+    )
+    return tokenizer, IMAGE_TOKEN
 
 
 def release_image_processor(folders: list[Path], image_size: int):
@@ -289,11 +296,11 @@ def load_llava_med_release(
     vision = (
         CLIPVisionConfig.from_pretrained(tower) if tower is not None else preset.make_config().vision_config
     )
-    tokenizer = release_tokenizer(path)
+    tokenizer, image_token = release_tokenizer(path)
     rows = max(
         n for n in (_rows(path, "model.embed_tokens.weight"), raw.get("vocab_size", 0)) if n is not None
     )
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
     vocab = max(rows, preset.make_config().text_config.vocab_size, image_id + 1)
     config, model_cls = release_config(preset, raw, arch, vision, vocab, image_id)
     with no_init_weights():
@@ -307,7 +314,7 @@ def load_llava_med_release(
     padded = fill(model, sources, vision_prefix)
     if padded:
         warnings.warn(
-            f"{path}: padded {', '.join(sorted(padded))} with the mean embedding (image token {IMAGE_TOKEN} = "
+            f"{path}: padded {', '.join(sorted(padded))} with the mean embedding (image token {image_token} = "
             f"{image_id}, vocabulary {vocab})",
             stacklevel=2,
         )

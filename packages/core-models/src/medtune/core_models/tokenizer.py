@@ -9,6 +9,10 @@ from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 IMAGE_TOKEN = "<image>"
+# LLaVA-Med v1 (the LLaVA v0 recipe): image positions are <im_patch> tokens, wrapped in <im_start> ... <im_end>
+# when the checkpoint's config sets mm_use_im_start_end.
+V1_IMAGE_PATCH = "<im_patch>"
+V1_IMAGE_START_END = ("<im_start>", "<im_end>")
 
 
 def build_word_tokenizer(texts: Iterable[str], *, extra_words: Iterable[str] = ()) -> PreTrainedTokenizerFast:

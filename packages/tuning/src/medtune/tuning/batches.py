@@ -17,6 +17,7 @@ def make_collator(built: Built, *, train: bool, max_length: int = 512):
         num_image_tokens=built.num_image_tokens,
         # The checkpoint's own image token (LLaVA-Med v1 calls it <im_patch>, llava-hf <image>).
         image_token=built.tokenizer.convert_ids_to_tokens(built.model.config.image_token_index),
+        image_wrap=built.image_wrap,
         max_length=max_length,
         padding_side="right" if train else "left",
         train=train,
