@@ -26,7 +26,7 @@ def block_size(hidden: int) -> int:
 
 
 def num_warps(block: int) -> int:
-    """Return warps per program: 8 to 16 row values per thread up to 8192, more beyond.
+    """Return warps per program: at most 16 row values per thread up to 8192, more beyond.
 
     `python -m medtune.kernels.resources` compiles every launch and shows this keeps all rows up to
     8192 in registers on sm_90; wider backward rows spill (README).
