@@ -246,7 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", nargs="+", choices=OPS, help="default: both")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels/results"))
     parser.add_argument("--peak-gbps", type=float, default=None, help="peak memory bandwidth, GB/s")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="measure nothing: print the verdicts and redraw the plot from OUT/norms.csv (any machine)",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.out)
     if not torch.cuda.is_available():
         print(
             "bench_norms.py needs a CUDA GPU and none is visible to torch "
@@ -289,10 +296,32 @@ def main(argv: list[str] | None = None) -> int:
                     append_rows(csv_path, batch)
                     this_run += batch
     plot(read_rows(csv_path), args.out / "norms.png")
-    print("targets:")
-    for line in verdicts([{k: str(v) for k, v in asdict(r).items()} for r in this_run]):
-        print(f"- {line}")
+    print_verdicts([{k: str(v) for k, v in asdict(r).items()} for r in this_run])
     print(f"wrote {csv_path} and {args.out / 'norms.png'}")
+    return 0
+
+
+def print_verdicts(rows: list[dict[str, str]]) -> None:
+    """Print the target verdicts over `rows` under a heading."""
+    print("targets:")
+    for line in verdicts(rows):
+        print(f"- {line}")
+
+
+def report(out: Path) -> int:
+    """Print the verdicts and redraw the plot from OUT/norms.csv, e.g. after a run cut short; return the status.
+
+    The CSV may hold several runs (it is appended to): the newest device's rows are judged.
+    """
+    csv_path = out / "norms.csv"
+    if not csv_path.is_file():
+        print(f"no {csv_path} to report on; run the benchmark with --out {out} first", file=sys.stderr)
+        return 2
+    rows = read_rows(csv_path)
+    newest = rows[-1]["device"] if rows else ""
+    print_verdicts([r for r in rows if r["device"] == newest])
+    plot(rows, out / "norms.png")
+    print(f"read {len(rows)} rows from {csv_path}; redrew {out / 'norms.png'}")
     return 0
 
 

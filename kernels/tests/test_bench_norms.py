@@ -84,3 +84,17 @@ def test_verdicts_check_each_target_at_the_most_rows(bench):
     assert "rms_norm full bf16 4096x4096: 0.93x Liger vs > 1x MISSED" in lines
     assert len(lines) == 4
     assert bench.verdicts([]) == []
+
+
+def test_report_judges_an_existing_csv_without_a_gpu(bench, tmp_path, capsys):
+    meta = {"device": "NVIDIA H100", "torch_version": "2.x", "triton_version": "3.x"}
+    rows = [
+        bench.measurement(meta, "layer_norm", "full", 4096, 4096, "bf16", provider, (t, t, t), 3350.0)
+        for provider, t in (("medtune", 0.05), ("torch", 0.1))
+    ]
+    bench.append_rows(tmp_path / "norms.csv", rows)
+    assert bench.main(["--report", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "- layer_norm full bf16 4096x4096: 2.00x torch eager vs 1.5x met" in out
+    assert (tmp_path / "norms.png").is_file()
+    assert bench.main(["--report", "--out", str(tmp_path / "none")]) == 2
