@@ -10,6 +10,8 @@ a plain LM. Vision groups are refused: prefix tuning is not viable for ViTs (the
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from peft import PrefixEncoder, PrefixTuningConfig
 from torch import nn
@@ -33,8 +35,13 @@ def text_stacks(model: nn.Module, family: str, groups: tuple[str, ...]) -> dict[
 class PrefixHook:
     """Feeds a PrefixEncoder's keys/values to a text stack as a pre-filled cache on every forward."""
 
-    def __init__(self, encoder: PrefixEncoder, config, bidirectional: bool, encoder_decoder_cache: bool):
+    def __init__(
+        self, encoder: PrefixEncoder, config, bidirectional: bool, encoder_decoder_cache: bool, cache_arg: str
+    ):
         self.encoder = encoder
+        self.cache_arg = (
+            cache_arg  # the stack's keyword for its cache: `cache` (transformers >= 5.2x) or older
+        )
         self.tokens = encoder.embedding.num_embeddings
         self.layers = config.num_hidden_layers
         self.kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -53,7 +60,10 @@ class PrefixHook:
             cache.update(kv[2 * layer], kv[2 * layer + 1], layer)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        cache = kwargs.pop("past_key_values", None) or kwargs.get("cache")
+        # Explicit None checks: an empty cache (what generate() passes first) has length 0 and is falsy.
+        cache = kwargs.pop("past_key_values", None)
+        if cache is None:
+            cache = kwargs.pop("cache", None)
         positions = kwargs.get("position_ids")
         if positions is not None:
             # Callers such as generate() count positions over their own tokens; without a cache (training) the
@@ -64,6 +74,7 @@ class PrefixHook:
             mask = kwargs.get("attention_mask")
             if mask is not None and mask.dim() == 2:
                 kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], self.tokens), mask], dim=1)
+            kwargs[self.cache_arg] = cache
             return args, kwargs
         source = kwargs.get("inputs_embeds")
         if source is None:
@@ -78,7 +89,7 @@ class PrefixHook:
         self.fill(
             self_cache, batch, dtype, source.device
         )  # an empty cache from generate() is filled in place
-        kwargs["cache"] = cache
+        kwargs[self.cache_arg] = cache
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones(batch, length, dtype=torch.long, device=source.device)
@@ -121,7 +132,9 @@ def select_prefix(
         with torch.device(device):
             encoder = PrefixEncoder(peft_config)
         stack.prefix_encoder = encoder
-        hook = PrefixHook(encoder, config, bidirectional, encoder_decoder_cache=family == "miss")
+        # transformers renamed the stacks' `past_key_values` argument to `cache` during 5.x; use this one's.
+        cache_arg = "cache" if "cache" in inspect.signature(stack.forward).parameters else "past_key_values"
+        hook = PrefixHook(encoder, config, bidirectional, family == "miss", cache_arg)
         stack.register_forward_pre_hook(hook, with_kwargs=True)
     tuned = frozenset(n for n, _ in model.named_parameters() if ".prefix_encoder." in n)
     return Selection(model, tuned, {"virtual_tokens": tokens})
