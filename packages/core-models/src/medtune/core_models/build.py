@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
@@ -105,7 +107,25 @@ def load(
         )
     model = model_cls.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path)
+    image_processor = load_image_processor(path)
     return Built(
         model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path)
     )
+
+
+def load_image_processor(folder: Path):
+    """Return the image processor saved in ``folder``, built by the class its preprocessor_config.json names.
+
+    Some transformers 5.x releases (5.17, say) gate AutoImageProcessor itself on torchvision, while the named
+    classes work without it; so the class is looked up directly (its PIL backend when torchvision is absent, as
+    AutoImageProcessor picks in later releases), and AutoImageProcessor is the last resort.
+    """
+    file = Path(folder) / "preprocessor_config.json"
+    name = json.loads(file.read_text()).get("image_processor_type", "") if file.is_file() else ""
+    base = name.removesuffix("Fast").removesuffix("Pil")
+    candidates = [f"{base}Pil"] if base and importlib.util.find_spec("torchvision") is None else []
+    for candidate in [*candidates, base]:
+        cls = getattr(transformers, candidate, None) if candidate else None
+        if cls is not None:
+            return cls.from_pretrained(folder)
+    return AutoImageProcessor.from_pretrained(folder)

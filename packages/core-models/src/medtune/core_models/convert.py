@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from transformers import (
-    AutoImageProcessor,
     AutoTokenizer,
     CLIPImageProcessor,
     CLIPVisionConfig,
@@ -23,7 +22,7 @@ from transformers import (
 )
 from transformers.initialization import no_init_weights
 
-from medtune.core_models.build import Built
+from medtune.core_models.build import Built, load_image_processor
 from medtune.core_models.llava_med import LinearConnectorLlava
 from medtune.core_models.presets import Preset, get_preset
 from medtune.core_models.tokenizer import IMAGE_TOKEN, V1_IMAGE_PATCH
@@ -250,7 +249,7 @@ def release_image_processor(folders: list[Path], image_size: int):
     """Return the first folder's image processor, else a CLIP processor at ``image_size`` with CLIP's mean/std."""
     for folder in folders:
         if (folder / "preprocessor_config.json").is_file():
-            return AutoImageProcessor.from_pretrained(folder)
+            return load_image_processor(folder)
     warnings.warn(
         f"no preprocessor_config.json in {', '.join(map(str, folders))}; using a CLIPImageProcessor at "
         f"{image_size} px with OpenAI CLIP's mean/std",
