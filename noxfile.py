@@ -36,6 +36,14 @@ FULL = [
 # medtune-tuning needs every other member, so the shared environment is its isolation check.
 ISOLATED = [m for m in MEMBERS if m != "packages/tuning"]
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3"]
+TEST_ENV = {
+    "TRITON_INTERPRET": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # The GPU suite (kernels/tests/test_cuda.py) also runs on the CPU, interpreted at small shapes, so
+    # its own logic is checked on every run and not first on a rare GPU machine.
+    "MEDTUNE_KERNELS_DRY_RUN": "1",
+}
 
 
 def _stamp_matches(env: Path, spec: str) -> bool:
@@ -80,14 +88,20 @@ def _shared_env(session: nox.Session, extra: list[str] = ()) -> Path:
 def tests(session: nox.Session) -> None:
     """The test suite (CPU; Triton kernels run through its interpreter), then the isolation checks."""
     env = _shared_env(session, TEST_TOOLS)
-    run_env = {"TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # The GPU suite (kernels/tests/test_cuda.py) also runs here, interpreted at small shapes, so its
-    # own logic is checked on every run and not first on a rare GPU machine.
-    run_env["MEDTUNE_KERNELS_DRY_RUN"] = "1"
-    session.run(str(env / "bin" / "pytest"), *(session.posargs or ["-q"]), env=run_env, external=True)
+    session.run(str(env / "bin" / "pytest"), *(session.posargs or ["-q"]), env=TEST_ENV, external=True)
     if not session.posargs:
         for member in ISOLATED:
             session.notify(f"isolation(member={member!r})")
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The test suite against the oldest transformers the packages accept (MEDTUNE_TRANSFORMERS to pick another).
+
+    Not in the default run: it keeps the declared lower bound honest when a change uses a newer API.
+    """
+    _install(session, FULL, [*TEST_TOOLS, os.environ.get("MEDTUNE_TRANSFORMERS", "transformers==5.9.0")])
+    session.run("pytest", *(session.posargs or ["-q"]), env=TEST_ENV)
 
 
 @nox.session
