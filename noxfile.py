@@ -100,7 +100,11 @@ def compat(session: nox.Session) -> None:
 
     Not in the default run: it keeps the declared lower bound honest when a change uses a newer API.
     """
-    _install(session, FULL, [*TEST_TOOLS, os.environ.get("MEDTUNE_TRANSFORMERS", "transformers==5.9.0")])
+    _install(
+        session,
+        FULL,
+        [*TEST_TOOLS, *shlex.split(os.environ.get("MEDTUNE_TRANSFORMERS", "transformers==5.9.0"))],
+    )
     session.run("pytest", *(session.posargs or ["-q"]), env=TEST_ENV)
 
 
