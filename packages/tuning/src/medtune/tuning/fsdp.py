@@ -17,7 +17,13 @@ def shard_model(model: nn.Module, layer_class: str | None, *, bf16: bool = False
     parameter on its own, so frozen weights hold no gradient or optimizer state (unlike FSDP1's flat
     parameters with use_orig_params, which keep full-size gradient buffers).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:
+        raise UsageError(
+            f"--fsdp needs FSDP2's public fully_shard, which torch {torch.__version__} lacks (it came with "
+            "torch 2.6); upgrade torch, or drop --fsdp and use --num-processes alone (DDP)"
+        ) from None
 
     if not torch.distributed.is_available() or not torch.distributed.is_initialized():
         raise UsageError("--fsdp shards the model over processes; run it with --num-processes 2 or more")
