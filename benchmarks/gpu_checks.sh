@@ -11,7 +11,7 @@
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
 #            patched in, scores before and after (DEMO_ARGS)                     LIMIT_DEMO=180
-# The limits of "env tests kernels" add up to 500 s, those of "env 7b demo" to 540 s: each group fits
+# The limits of "env tests kernels" (with its 60 s report) add up to 560 s, "env 7b demo" to 540 s: each fits
 # a ten-minute window. The default runs all but demo.
 # benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
