@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import types
@@ -21,8 +22,10 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE
 
 
+@functools.cache
 def triton_available() -> bool:
-    """Return True when the triton package can be imported on this platform."""
+    """Return True when the triton package can be imported on this platform (asked once: a module search
+    costs tens of microseconds, and every norm call asks)."""
     return importlib.util.find_spec("triton") is not None
 
 
