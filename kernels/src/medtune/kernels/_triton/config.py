@@ -26,7 +26,24 @@ def block_size(hidden: int) -> int:
 
 
 def num_warps(block: int) -> int:
-    """Return warps per program: at most 16 row values per thread up to 8192, more beyond.
+    """Return warps per forward program for a row block of `block` values.
+
+    Chosen by `bench_norms.py --sweep` on an H200 (benchmarks/kernels/README.md): 8 warps beat 16 at
+    widths 5120 and 8192 (69% against 56% of peak bandwidth at 5120 for LayerNorm), 2 beat 4 at 768.
+    """
+    if block <= 1024:
+        return 2
+    if block <= 2048:
+        return 4
+    if block <= 8192:
+        return 8
+    if block <= 16384:
+        return 16
+    return 32
+
+
+def backward_warps(block: int) -> int:
+    """Return warps per backward program: at most 16 row values per thread up to 8192, more beyond.
 
     `python -m medtune.kernels.resources` compiles every launch and shows this keeps all rows up to
     8192 in registers on sm_90; wider backward rows spill (README).
@@ -40,13 +57,24 @@ def num_warps(block: int) -> int:
     return 32
 
 
-def launch_options(block: int) -> dict[str, int | bool]:
-    """Return the compile options of every norm launch for a row block of `block` values.
+def backward_waves(block: int) -> int:
+    """Return backward programs per SM: enough rows in flight to hide memory latency, few enough that the
+    fp32 [programs, hidden] partial sums stay small next to the rows themselves.
+
+    Registers bound how many programs an SM holds at once (two at 4096, 8 warps), so more waves only help
+    narrow rows: at 768, 8 waves run the backward in 0.054 ms against 0.066 ms for 4 (H200 sweep).
+    """
+    return 8 if block <= 1024 else 2 if block <= 4096 else 1
+
+
+def launch_options(block: int, backward: bool = False) -> dict[str, int | bool]:
+    """Return the compile options of a norm launch (forward, or `backward`) for a row block of `block` values.
 
     FMA contraction is asked for explicitly: Triton's default for it changes between releases, and
     the kernels' numerics (and their test tolerances) should not change with it.
     """
-    return {"num_warps": num_warps(block), "enable_fp_fusion": True}
+    warps = backward_warps(block) if backward else num_warps(block)
+    return {"num_warps": warps, "enable_fp_fusion": True}
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,12 +83,7 @@ def _sm_count(device_index: int) -> int:
 
 
 def backward_programs(x: torch.Tensor, n_rows: int, block: int) -> int:
-    """Return how many programs the backward launches; each owns a strided set of rows.
-
-    A few waves per SM hide memory latency while keeping the fp32 [programs, hidden]
-    partial-sum buffer (and the second reduction stage) small.
-    """
+    """Return how many programs the backward launches; each owns a strided set of rows."""
     if interpreting() or not x.is_cuda:
         return max(1, min(n_rows, INTERPRETER_PROGRAMS))
-    waves = 4 if block <= 1024 else 2 if block <= 4096 else 1
-    return max(1, min(n_rows, _sm_count(x.device.index or 0) * waves))
+    return max(1, min(n_rows, _sm_count(x.device.index or 0) * backward_waves(block)))

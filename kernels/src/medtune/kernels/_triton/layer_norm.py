@@ -153,7 +153,7 @@ def layer_norm_backward(
         dw_part if dw_part is not None else placeholder,
         db_part if db_part is not None else placeholder,
         x.stride(0), dy.stride(0), dh_arg.stride(0), dx.stride(0) if dx is not None else 0, n_rows, n,
-        BLOCK=block, **launch_options(block), **flags,
+        BLOCK=block, **launch_options(block, backward=True), **flags,
     )  # fmt: skip
     record_launch(Launch("layer_norm_bwd", (programs,), flags, tuple(buffers)))
     # torch's dim reduction has a fixed order (no atomics), so the second stage is deterministic too.

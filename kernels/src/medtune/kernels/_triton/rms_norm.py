@@ -129,7 +129,7 @@ def rms_norm_backward(
         dw_part if dw_part is not None else placeholder,
         x.stride(0), dy.stride(0), dh_arg.stride(0), dx.stride(0) if dx is not None else 0,
         n_rows, n, float(offset),
-        BLOCK=block, **launch_options(block), **flags,
+        BLOCK=block, **launch_options(block, backward=True), **flags,
     )  # fmt: skip
     record_launch(Launch("rms_norm_bwd", (programs,), flags, tuple(buffers)))
     # torch's dim reduction has a fixed order (no atomics), so the second stage is deterministic too.
