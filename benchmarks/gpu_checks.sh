@@ -7,6 +7,8 @@
 #   env      GPU, driver and library versions                                    LIMIT_ENV=60
 #   tests    pytest -m gpu: the compiled kernels against fp64, determinism, ...  LIMIT_TESTS=200
 #   kernels  benchmarks/kernels/bench_norms.py at the model widths (KERNEL_ARGS) LIMIT_KERNELS=240
+#   sweep    bench_norms.py --sweep: medtune's launch settings (warps, programs per SM, rows per
+#            tile) at the model widths, GPU clock; writes sweep.csv (SWEEP_ARGS)        LIMIT_SWEEP=240
 #   7b       benchmarks/methods/gpu_7b.py: LLaVA-Med 7B NF4, ln / ln-fused / QLoRA,
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
@@ -16,9 +18,9 @@
 # benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
 # Results land in $OUT (default ./gpu-results): checks.log (everything printed), kernels/norms.csv,
-# kernels/norms.png, gpu_7b.csv. The packages run from this checkout through PYTHONPATH, so nothing
-# is built or downloaded. On an offline machine, MEDTUNE_WHEELS=DIR first installs the wheels in DIR
-# (bitsandbytes for the 7b stage, say) into a private folder.
+# kernels/norms.png, kernels/sweep.csv, gpu_7b.csv. The packages run from this checkout through
+# PYTHONPATH, so nothing is built or downloaded. On an offline machine, MEDTUNE_WHEELS=DIR first installs
+# the wheels in DIR (bitsandbytes for the 7b stage, say) into a private folder.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,8 +81,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(env tests kernels 7b)
 for name in "${STAGES[@]}"; do  # a typo must not cost the stages before it
   case $name in
-    env | tests | kernels | 7b | demo) ;;
-    *) echo "unknown stage '$name'; the stages are env, tests, kernels, 7b, demo" >&2; exit 2 ;;
+    env | tests | kernels | sweep | 7b | demo) ;;
+    *) echo "unknown stage '$name'; the stages are env, tests, kernels, sweep, 7b, demo" >&2; exit 2 ;;
   esac
 done
 for name in "${STAGES[@]}"; do
@@ -95,6 +97,11 @@ for name in "${STAGES[@]}"; do
         ${KERNEL_ARGS:---hidden 4096 8192 768 5120 --rows 16384 --dtype bf16}
       [ -f "$OUT/kernels/norms.csv" ] && stage kernels-report 60 "$PY" benchmarks/kernels/bench_norms.py \
         --report --out "$OUT/kernels"
+      ;;
+    sweep)
+      # shellcheck disable=SC2086
+      stage sweep "${LIMIT_SWEEP:-240}" "$PY" benchmarks/kernels/bench_norms.py --sweep --out "$OUT/kernels" \
+        ${SWEEP_ARGS:---hidden 768 4096 5120 8192 --rows 16384 --dtype bf16}
       ;;
     7b)
       # shellcheck disable=SC2086

@@ -1,9 +1,13 @@
 """GPU micro-benchmark of medtune's fused LayerNorm/RMSNorm against torch eager, torch.compile and Liger.
 
     python benchmarks/kernels/bench_norms.py [--quick] [--hidden H..] [--rows R..] [--dtype D..] [--op OP..]
-                                             [--out DIR] [--peak-gbps N]
+                                             [--out DIR] [--peak-gbps N] [--sweep] [--report]
 
-Appends one CSV row per measurement to DIR/norms.csv and redraws DIR/norms.png from it.
+Appends one CSV row per measurement and clock to DIR/norms.csv and redraws DIR/norms.png from it. Two clocks:
+`wall` (triton's do_bench: one call at a time, Python and launch cost included, what a lone call costs) and
+`gpu` (the calls queued behind a device sleep so the GPU runs them back to back: kernel time alone, what a
+norm costs inside a model whose CPU runs ahead of its GPU). `--sweep` times medtune's launch settings
+instead and writes DIR/sweep.csv.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +43,7 @@ MODES = ("forward", "backward", "full")
 HIDDEN = (768, 1024, 4096, 5120, 8192)  # CLIP-B/BERT, CLIP-L, LLaMA/Mistral-7B, 13B, 70B-class
 ROWS = (4096, 16384, 32768)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+CLOCKS = ("gpu", "wall")
 
 
 @dataclass
@@ -51,6 +59,7 @@ class Row:
     hidden: int
     dtype: str
     provider: str
+    clock: str
     p20_ms: float
     p50_ms: float
     p80_ms: float
@@ -76,22 +85,34 @@ def bytes_moved(mode: str, rows: int, hidden: int, elem_bytes: int) -> int:
 
 
 def measurement(
-    meta: dict[str, str], op: str, mode: str, rows: int, hidden: int, dtype: str, provider: str,
+    meta: dict[str, str], op: str, mode: str, rows: int, hidden: int, dtype: str, provider: str, clock: str,
     quantiles_ms: tuple[float, float, float], peak: float | None,
 ) -> Row:  # fmt: skip
     """Return the CSV row for one timing: GB/s from the median time and its fraction of `peak` (0 if unknown)."""
     p20, p50, p80 = quantiles_ms
     gbps = bytes_moved(mode, rows, hidden, DTYPES[dtype].itemsize) / (p50 * 1e-3) / 1e9
-    return Row(**meta, op=op, mode=mode, rows=rows, hidden=hidden, dtype=dtype, provider=provider,
+    return Row(**meta, op=op, mode=mode, rows=rows, hidden=hidden, dtype=dtype, provider=provider, clock=clock,
                p20_ms=p20, p50_ms=p50, p80_ms=p80, gbps=gbps, frac_peak=gbps / peak if peak else 0.0)  # fmt: skip
 
 
-def append_rows(path: Path, rows: list[Row]) -> None:
-    """Append `rows` to the CSV at `path`, writing the header when the file is new."""
+def append_rows(path: Path, rows: list, columns: list[str] | None = None) -> None:
+    """Append `rows` (dataclass instances) to the CSV at `path`, writing the header when the file is new.
+
+    Raises ValueError when the file holds other columns (written by another version of this script).
+    """
+    columns = columns or [fl.name for fl in fields(Row)]
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != columns:
+            raise ValueError(
+                f"{path} has the columns {header}, not this script's {columns}; move it aside or pass "
+                "another --out."
+            )
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Row)])
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
@@ -110,6 +131,8 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    clock = "gpu" if any(r.get("clock") == "gpu" for r in rows) else "wall"
+    rows = [r for r in rows if r.get("clock", "wall") == clock]
     panels = sorted({(r["op"], r["mode"], r["dtype"]) for r in rows})
     cols = 3
     nrows = max(1, -(-len(panels) // cols))
@@ -132,7 +155,9 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     device = rows[0]["device"] if rows else "?"
-    fig.suptitle(f"norm kernels on {device}")
+    fig.suptitle(
+        f"norm kernels on {device} ({'GPU time, launches hidden' if clock == 'gpu' else 'wall time'})"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -147,42 +172,44 @@ TARGET_VS_EAGER_4096 = 1.5
 def verdicts(rows: list[dict[str, str]]) -> list[str]:
     """Return one line per target check over the CSV `rows` (this run's), at the most rows per shape.
 
-    medtune's forward and backward fraction of peak, its forward+backward speed-up over torch eager at
-    hidden 4096, and whether it beats Liger at every hidden size Liger was measured at.
+    medtune's forward and backward fraction of peak (on the `gpu` clock: kernel efficiency), and on each
+    clock its forward+backward speed-up over torch eager at hidden 4096 and whether it beats Liger at
+    every hidden size Liger was measured at. Rows without a clock column (older CSVs) count as `wall`.
     """
     if not rows:
         return []
     most = max(int(r["rows"]) for r in rows)
     at = {
-        (r["op"], r["mode"], int(r["hidden"]), r["dtype"], r["provider"]): float(r["p50_ms"])
+        (r.get("clock", "wall"), r["op"], r["mode"], int(r["hidden"]), r["dtype"], r["provider"]): r
         for r in rows
         if int(r["rows"]) == most
     }
-    frac = {
-        (r["op"], r["mode"], int(r["hidden"]), r["dtype"]): float(r["frac_peak"])
-        for r in rows
-        if int(r["rows"]) == most and r["provider"] == "medtune"
-    }
+    frac_clock = "gpu" if any(k[0] == "gpu" for k in at) else "wall"
     lines = []
-    for (op, mode, hidden, dtype), f in sorted(frac.items()):
-        if mode in TARGET_FRAC and f > 0:
+    for (clock, op, mode, hidden, dtype, provider), r in sorted(at.items()):
+        f = float(r["frac_peak"])
+        if clock == frac_clock and provider == "medtune" and mode in TARGET_FRAC and f > 0:
             ok = "met" if f >= TARGET_FRAC[mode] else "MISSED"
             lines.append(
-                f"{op} {mode} {dtype} {most}x{hidden}: {f:.1%} of peak vs {TARGET_FRAC[mode]:.0%} {ok}"
+                f"{op} {mode} {dtype} {most}x{hidden}: {f:.1%} of peak ({clock} clock) vs "
+                f"{TARGET_FRAC[mode]:.0%} {ok}"
             )
-    for (op, mode, hidden, dtype, provider), ms in sorted(at.items()):
+    for (clock, op, mode, hidden, dtype, provider), r in sorted(at.items()):
         if provider != "medtune" or mode != "full":
             continue
-        eager = at.get((op, mode, hidden, dtype, "torch"))
+        ms = float(r["p50_ms"])
+        eager = at.get((clock, op, mode, hidden, dtype, "torch"))
         if hidden == 4096 and eager:
-            ok = "met" if eager / ms >= TARGET_VS_EAGER_4096 else "MISSED"
+            x = float(eager["p50_ms"]) / ms
+            ok = "met" if x >= TARGET_VS_EAGER_4096 else "MISSED"
             lines.append(
-                f"{op} full {dtype} {most}x4096: {eager / ms:.2f}x torch eager vs {TARGET_VS_EAGER_4096}x {ok}"
+                f"{op} full {dtype} {most}x4096 ({clock}): {x:.2f}x torch eager vs {TARGET_VS_EAGER_4096}x {ok}"
             )
-        liger = at.get((op, mode, hidden, dtype, "liger"))
+        liger = at.get((clock, op, mode, hidden, dtype, "liger"))
         if liger:
-            ok = "met" if ms < liger else "MISSED"
-            lines.append(f"{op} full {dtype} {most}x{hidden}: {liger / ms:.2f}x Liger vs > 1x {ok}")
+            x = float(liger["p50_ms"]) / ms
+            ok = "met" if x > 1 else "MISSED"
+            lines.append(f"{op} full {dtype} {most}x{hidden} ({clock}): {x:.2f}x Liger vs > 1x {ok}")
     return lines
 
 
@@ -216,24 +243,166 @@ def providers(op: str) -> dict[str, Callable]:
     return found
 
 
-def time_one(fn: Callable, mode: str, rows: int, hidden: int, dtype: torch.dtype, rep_ms: int) -> tuple:
-    """Return (p20, p50, p80) milliseconds of `mode` for fn on a [rows, hidden] input with all grads on."""
-    from triton.testing import do_bench
-
+def _workload(fn: Callable, mode: str, rows: int, hidden: int, dtype: torch.dtype) -> tuple[Callable, list]:
+    """Return (call, tensors whose .grad each call must find cleared) timing `mode` of fn on [rows, hidden]."""
     x = torch.randn(rows, hidden, device="cuda", dtype=dtype, requires_grad=True)
     w = torch.randn(hidden, device="cuda", dtype=dtype, requires_grad=True)
     b = torch.randn(hidden, device="cuda", dtype=dtype, requires_grad=True)
     dy = torch.randn(rows, hidden, device="cuda", dtype=dtype)
-    grads = [x, w, b]
     if mode == "forward":
-        with torch.no_grad():
-            return tuple(do_bench(lambda: fn(x, w, b), quantiles=[0.2, 0.5, 0.8], rep=rep_ms))
+
+        def forward() -> None:
+            with torch.no_grad():
+                fn(x, w, b)
+
+        return forward, []
     if mode == "backward":
         y = fn(x, w, b)
-        run = lambda: y.backward(dy, retain_graph=True)  # noqa: E731
-    else:
-        run = lambda: fn(x, w, b).backward(dy)  # noqa: E731
-    return tuple(do_bench(run, quantiles=[0.2, 0.5, 0.8], grad_to_none=grads, rep=rep_ms))
+        return (lambda: y.backward(dy, retain_graph=True)), [x, w, b]
+    return (lambda: fn(x, w, b).backward(dy)), [x, w, b]
+
+
+_FLUSH: list[torch.Tensor] = []
+
+
+def _flush_l2() -> None:
+    """Overwrite a buffer larger than any GPU's L2 so no call finds its inputs cached by the previous one."""
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(64 * 2**20, dtype=torch.int32, device="cuda"))  # 256 MB
+    _FLUSH[0].zero_()
+
+
+def queued_quantiles(call: Callable, grads: list, reps: int = 30) -> tuple[float, float, float] | None:
+    """Return p20/p50/p80 GPU milliseconds of `call`, its launch cost hidden, or None if it syncs the host.
+
+    Every call (with an L2 flush between) is queued while the GPU sleeps; if the sleep outlasts the queueing,
+    the GPU then runs the calls back to back and the events around each time its kernels alone, as in a model
+    whose CPU runs ahead. A call that waits for the GPU (a .item(), say) cannot be queued: None.
+    """
+    for _ in range(3):  # compile, fill the allocator's cache
+        call()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    cycles = 20_000_000  # about 10 ms at H100/H200 clocks; grown until the queueing fits
+    for _ in range(5):
+        torch.cuda._sleep(cycles)
+        awake = torch.cuda.Event()
+        awake.record()
+        for start, end in zip(starts, ends):
+            for g in grads:
+                g.grad = None
+            _flush_l2()
+            start.record()
+            call()
+            end.record()
+        queued = not awake.query()
+        torch.cuda.synchronize()
+        if queued:
+            times = torch.tensor([s.elapsed_time(e) for s, e in zip(starts, ends)])
+            return tuple(torch.quantile(times, torch.tensor([0.2, 0.5, 0.8])).tolist())
+        cycles *= 4
+    return None
+
+
+def time_one(fn: Callable, mode: str, rows: int, hidden: int, dtype: torch.dtype, rep_ms: int) -> dict:
+    """Return {clock: (p20, p50, p80) ms} of `mode` for fn on a [rows, hidden] input with all grads on."""
+    from triton.testing import do_bench
+
+    call, grads = _workload(fn, mode, rows, hidden, dtype)
+    out = {"wall": tuple(do_bench(call, quantiles=[0.2, 0.5, 0.8], grad_to_none=grads, rep=rep_ms))}
+    gpu = queued_quantiles(call, grads)
+    if gpu is not None:
+        out["gpu"] = gpu
+    return out
+
+
+@dataclass
+class SweepRow:
+    """One timing of medtune's norm under one set of launch settings (GPU clock), as written to sweep.csv."""
+
+    device: str
+    triton_version: str
+    op: str
+    mode: str
+    rows: int
+    hidden: int
+    dtype: str
+    warps: int
+    waves: int
+    default: bool
+    p50_ms: float
+    gbps: float
+    frac_peak: float
+
+
+@contextmanager
+def launch_settings(mode: str, warps: int, waves: int) -> Iterator[None]:
+    """Within the block, medtune's `mode` launches use these settings instead of config.py's choice."""
+    from medtune.kernels._triton import config
+
+    if mode == "forward":
+        with mock.patch.object(config, "num_warps", lambda block: warps):
+            yield
+        return
+    with (
+        mock.patch.object(config, "backward_warps", lambda block: warps),
+        mock.patch.object(config, "backward_waves", lambda block: waves),
+    ):
+        yield
+
+
+def candidate_settings(mode: str, block: int) -> list[tuple[int, int]]:
+    """Return the (warps, programs per SM) to try for `mode` at a row block of `block`, the default first.
+
+    The forward launches one program per row: its second number is 0.
+    """
+    from medtune.kernels._triton import config
+
+    if mode == "forward":
+        default = (config.num_warps(block), 0)
+        return [default, *((w, 0) for w in (2, 4, 8, 16, 32) if 32 * w <= block and w != default[0])]
+    default = (config.backward_warps(block), config.backward_waves(block))
+    warps = [w for w in (2, 4, 8, 16, 32) if 32 * w <= block and default[0] // 2 <= w <= default[0] * 2]
+    return [default, *(c for c in itertools.product(warps, (1, 2, 4, 8, 16)) if c != default)]
+
+
+def sweep(args, meta: dict[str, str], peak: float | None) -> int:
+    """Time medtune's forward and backward under each candidate launch setting; write OUT/sweep.csv."""
+    from medtune.kernels import layer_norm, rms_norm
+    from medtune.kernels._triton.config import block_size
+
+    fns = {
+        "layer_norm": lambda x, w, b: layer_norm(x, w, b, 1e-5),
+        "rms_norm": lambda x, w, b: rms_norm(x, w, 1e-6),
+    }
+    path = args.out / "sweep.csv"
+    columns = [fl.name for fl in fields(SweepRow)]
+    for op, dtype, hidden, rows, mode in itertools.product(
+        args.op or OPS,
+        args.dtype or ("bf16",),
+        args.hidden or HIDDEN,
+        (args.rows or (16384,))[:1],
+        ("backward", "forward"),
+    ):
+        results = []
+        for warps, waves in candidate_settings(mode, block_size(hidden)):
+            with launch_settings(mode, warps, waves):
+                q = queued_quantiles(*_workload(fns[op], mode, rows, hidden, DTYPES[dtype]))
+            if q is None:
+                continue
+            gbps = bytes_moved(mode, rows, hidden, DTYPES[dtype].itemsize) / (q[1] * 1e-3) / 1e9
+            results.append(SweepRow(
+                meta["device"], meta["triton_version"], op, mode, rows, hidden, dtype, warps, waves,
+                not results, q[1], gbps, gbps / peak if peak else 0.0,
+            ))  # fmt: skip
+        append_rows(path, results, columns)
+        best = min(results, key=lambda r: r.p50_ms)
+        print(f"{op:10s} {mode:8s} {rows}x{hidden:<5d} {dtype}: default {results[0].p50_ms:.4f} ms "
+              f"({results[0].frac_peak:.1%}); best warps={best.warps} waves={best.waves} "
+              f"{best.p50_ms:.4f} ms ({best.frac_peak:.1%})")  # fmt: skip
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", nargs="+", choices=OPS, help="default: both")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/kernels/results"))
     parser.add_argument("--peak-gbps", type=float, default=None, help="peak memory bandwidth, GB/s")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time medtune alone under each candidate launch setting (warps, programs per SM), GPU clock",
+    )
     parser.add_argument(
         "--report",
         action="store_true",
@@ -273,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     if peak is None:
         print(f"unknown peak bandwidth for {device!r}; pass --peak-gbps to get frac_peak", file=sys.stderr)
     meta = {"device": device, "torch_version": torch.__version__, "triton_version": triton.__version__}
+    if args.sweep:
+        return sweep(args, meta, peak)
     hiddens, rows_list, dtypes = (
         ((768, 4096), (4096,), ("bf16",)) if args.quick else (HIDDEN, ROWS, tuple(DTYPES))
     )
@@ -288,11 +464,20 @@ def main(argv: list[str] | None = None) -> int:
                     batch = []
                     for mode in MODES:
                         for provider, fn in fns.items():
-                            q = time_one(fn, mode, rows, hidden, DTYPES[dtype], 50 if args.quick else 200)
-                            r = measurement(meta, op, mode, rows, hidden, dtype, provider, q, peak)
-                            batch.append(r)
-                            print(f"{op:10s} {mode:8s} {rows:6d}x{hidden:<5d} {dtype} {provider:13s} "
-                                  f"p50 {r.p50_ms:8.4f} ms  {r.gbps:7.1f} GB/s  {r.frac_peak:5.1%}")  # fmt: skip
+                            clocks = time_one(
+                                fn, mode, rows, hidden, DTYPES[dtype], 50 if args.quick else 200
+                            )
+                            shown = []
+                            for clock, q in clocks.items():
+                                r = measurement(meta, op, mode, rows, hidden, dtype, provider, clock, q, peak)
+                                batch.append(r)
+                                shown.append(
+                                    f"{clock} p50 {r.p50_ms:8.4f} ms {r.gbps:7.1f} GB/s {r.frac_peak:5.1%}"
+                                )
+                            print(
+                                f"{op:10s} {mode:8s} {rows:6d}x{hidden:<5d} {dtype} {provider:13s} "
+                                + " | ".join(shown)
+                            )
                     append_rows(csv_path, batch)
                     this_run += batch
     plot(read_rows(csv_path), args.out / "norms.png")
