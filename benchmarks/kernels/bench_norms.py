@@ -26,6 +26,9 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_log import append_rows, check_appendable  # benchmarks/results_log.py: scripts, not a package
+
 # Peak HBM bandwidth in GB/s by a substring of torch.cuda.get_device_name(); first match wins.
 PEAK_GBPS = {
     "H200": 4800.0,
@@ -67,6 +70,9 @@ class Row:
     frac_peak: float
 
 
+ROW_COLUMNS = [fl.name for fl in fields(Row)]
+
+
 def peak_gbps(device_name: str, override: float | None = None) -> float | None:
     """Return the peak memory bandwidth in GB/s for `device_name`, `override` if given, None if unknown."""
     if override is not None:
@@ -93,29 +99,6 @@ def measurement(
     gbps = bytes_moved(mode, rows, hidden, DTYPES[dtype].itemsize) / (p50 * 1e-3) / 1e9
     return Row(**meta, op=op, mode=mode, rows=rows, hidden=hidden, dtype=dtype, provider=provider, clock=clock,
                p20_ms=p20, p50_ms=p50, p80_ms=p80, gbps=gbps, frac_peak=gbps / peak if peak else 0.0)  # fmt: skip
-
-
-def append_rows(path: Path, rows: list, columns: list[str] | None = None) -> None:
-    """Append `rows` (dataclass instances) to the CSV at `path`, writing the header when the file is new.
-
-    Raises ValueError when the file holds other columns (written by another version of this script).
-    """
-    columns = columns or [fl.name for fl in fields(Row)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != columns:
-            raise ValueError(
-                f"{path} has the columns {header}, not this script's {columns}; move it aside or pass "
-                "another --out."
-            )
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -378,6 +361,7 @@ def sweep(args, meta: dict[str, str], peak: float | None) -> int:
     }
     path = args.out / "sweep.csv"
     columns = [fl.name for fl in fields(SweepRow)]
+    check_appendable(path, columns)
     for op, dtype, hidden, rows, mode in itertools.product(
         args.op or OPS,
         args.dtype or ("bf16",),
@@ -396,7 +380,7 @@ def sweep(args, meta: dict[str, str], peak: float | None) -> int:
                 meta["device"], meta["triton_version"], op, mode, rows, hidden, dtype, warps, waves,
                 not results, q[1], gbps, gbps / peak if peak else 0.0,
             ))  # fmt: skip
-        append_rows(path, results, columns)
+        append_rows(path, map(asdict, results), columns)
         best = min(results, key=lambda r: r.p50_ms)
         print(f"{op:10s} {mode:8s} {rows}x{hidden:<5d} {dtype}: default {results[0].p50_ms:.4f} ms "
               f"({results[0].frac_peak:.1%}); best warps={best.warps} waves={best.waves} "
@@ -455,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     # Explicit choices narrow the grid (a GPU session with minutes to spare picks what fits).
     hiddens, rows_list, dtypes = args.hidden or hiddens, args.rows or rows_list, args.dtype or dtypes
     csv_path = args.out / "norms.csv"
+    check_appendable(csv_path, ROW_COLUMNS)
     this_run: list[Row] = []
     for op in args.op or OPS:
         fns = providers(op)
@@ -478,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{op:10s} {mode:8s} {rows:6d}x{hidden:<5d} {dtype} {provider:13s} "
                                 + " | ".join(shown)
                             )
-                    append_rows(csv_path, batch)
+                    append_rows(csv_path, map(asdict, batch), ROW_COLUMNS)
                     this_run += batch
     plot(read_rows(csv_path), args.out / "norms.png")
     print_verdicts([{k: str(v) for k, v in asdict(r).items()} for r in this_run])

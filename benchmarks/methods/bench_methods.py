@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime as dt
 import platform
 import sys
@@ -32,8 +31,9 @@ from medtune.tuning.methods import METHODS, MethodOptions
 from medtune.tuning.paradigm import Paradigm
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 from report import print_report  # noqa: E402  (sibling script, not a package)
+from results_log import append_rows, check_appendable  # noqa: E402
 
 METHOD_ORDER = ("full", "ln", "attention", "ffn", "lora", "prefix")
 ANSWER_TOKENS = 16  # label positions that count toward the loss (a short answer after the prompt)
@@ -302,24 +302,6 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def append_rows(path: Path, rows: list[Row]) -> None:
-    """Append ``rows`` to the CSV at ``path``, writing the header first if the file is new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != COLUMNS:
-            raise SystemExit(
-                f"{path} has columns {header[:4]}... that differ from this harness's; move it aside or pass --out DIR"
-            )
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Return the harness's parsed command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -360,6 +342,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, append the CSV, plot, print the table and the targets; return 0."""
     args = parse_args(argv)
+    csv_path = args.out / "results.csv"
+    check_appendable(csv_path, COLUMNS)
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -370,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no method could run; nothing written")
         return 1
-    csv_path = args.out / "results.csv"
-    append_rows(csv_path, rows)
+    append_rows(csv_path, map(asdict, rows), COLUMNS)
     print(f"appended {len(rows)} rows to {csv_path}")
     if args.plot:
         from plot_methods import plot  # matplotlib only when plotting

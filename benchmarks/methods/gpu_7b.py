@@ -15,7 +15,6 @@ Targets (issue 8): ln peak under 8 GB; ln-fused >= 1.1x ln tokens/s and at least
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
+COLUMNS = ["device", "torch", "preset", "method", "four_bit", "batch", "seq_len", "steps", "p20_ms", "p50_ms",
+           "p80_ms", "tokens_per_s", "peak_gib", "planned_gib"]  # fmt: skip
+sys.path.insert(0, str(HERE.parent))
+from results_log import append_rows, check_appendable  # noqa: E402  (benchmarks/, scripts not a package)
 
 
 def build(preset: str, method: str, seq_text: int, device: torch.device):
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="cuda", help="cpu only as a smoke test of this script (e.g. tiny-llava)"
     )
     args = p.parse_args(argv)
+    check_appendable(args.out, COLUMNS)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
@@ -164,12 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "planned_gib": round(planned[method] / GIB, 3),
             }
         )
-    new = not args.out.exists()
-    with args.out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(args.out, rows, COLUMNS)
     print("| method | p20 / p50 / p80 ms | tokens/s | peak GiB | planner GiB |\n|---|---|---|---|---|")
     for r in rows:
         print(

@@ -45,8 +45,8 @@ def test_rows_carry_bandwidth_and_fraction_of_peak_and_round_trip_through_csv(be
     )
     assert slower.frac_peak == 0.0
     path = tmp_path / "out" / "norms.csv"
-    bench.append_rows(path, [row])
-    bench.append_rows(path, [slower])  # the second append must not repeat the header
+    bench.append_rows(path, [bench.asdict(row)], bench.ROW_COLUMNS)
+    bench.append_rows(path, [bench.asdict(slower)], bench.ROW_COLUMNS)  # no second header
     rows = bench.read_rows(path)
     assert [(r["provider"], r["clock"]) for r in rows] == [("medtune", "gpu"), ("torch", "wall")]
     assert float(rows[0]["gbps"]) == pytest.approx(row.gbps)
@@ -100,8 +100,8 @@ def test_a_csv_from_another_version_is_refused_not_appended_to(bench, tmp_path):
     path.write_text("device,op,p50_ms\nNVIDIA H100,rms_norm,0.1\n")
     meta = {"device": "NVIDIA H100", "torch_version": "2.x", "triton_version": "3.x"}
     row = bench.measurement(meta, "rms_norm", "full", 8, 64, "bf16", "torch", "wall", (1.0, 1.0, 1.0), None)
-    with pytest.raises(ValueError, match="move it aside or pass another --out"):
-        bench.append_rows(path, [row])
+    with pytest.raises(SystemExit, match="move it aside or pass another --out"):
+        bench.append_rows(path, [bench.asdict(row)], bench.ROW_COLUMNS)
     assert path.read_text().count("\n") == 2
 
 

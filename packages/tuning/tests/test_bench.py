@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -105,13 +106,20 @@ def test_appends_to_an_existing_csv_and_refuses_a_foreign_one(tmp_path):
     harness = load_harness()
     row = harness.Row(*[0] * len(harness.COLUMNS))
     path = tmp_path / "results.csv"
-    harness.append_rows(path, [row])
-    harness.append_rows(path, [row, row])
+    harness.append_rows(path, [asdict(row)], harness.COLUMNS)
+    harness.append_rows(path, [asdict(row), asdict(row)], harness.COLUMNS)
     assert len(read_rows(path)[1]) == 3
     foreign = tmp_path / "other.csv"
     foreign.write_text("a,b\n1,2\n")
-    with pytest.raises(SystemExit, match="differ from this harness"):
-        harness.append_rows(foreign, [row])
+    with pytest.raises(SystemExit, match="differ from this script's"):
+        harness.append_rows(foreign, [asdict(row)], harness.COLUMNS)
+    # main refuses before measuring anything, so a long run is never lost to the file at the end
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.csv").write_text("a,b\n1,2\n")
+    argv = ["--preset", "tiny-llava", "--rounds", "1", "--steps", "1", "--out", str(tmp_path / "old")]
+    with pytest.raises(SystemExit, match="move it aside"):
+        harness.main(argv)
+    assert not (tmp_path / "old" / "results.png").exists()
 
 
 def test_bad_method_is_refused_with_a_sentence(tmp_path, capsys):
