@@ -7,8 +7,8 @@
 #   env      GPU, driver and library versions                                    LIMIT_ENV=60
 #   tests    pytest -m gpu: the compiled kernels against fp64, determinism, ...  LIMIT_TESTS=200
 #   kernels  benchmarks/kernels/bench_norms.py at the model widths (KERNEL_ARGS) LIMIT_KERNELS=240
-#   sweep    bench_norms.py --sweep: medtune's launch settings (warps, programs per SM, rows per
-#            tile) at the model widths, GPU clock; writes sweep.csv (SWEEP_ARGS)        LIMIT_SWEEP=240
+#   sweep    bench_norms.py --sweep: medtune's launch settings (warps, programs per SM, prefetching
+#            rows or not) at the model widths, GPU clock; writes sweep.csv (SWEEP_ARGS)  LIMIT_SWEEP=240
 #   7b       benchmarks/methods/gpu_7b.py: LLaVA-Med 7B NF4, ln / ln-fused / QLoRA,
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms

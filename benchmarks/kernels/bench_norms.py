@@ -313,6 +313,7 @@ class SweepRow:
     dtype: str
     warps: int
     waves: int
+    prefetch: bool
     default: bool
     p50_ms: float
     gbps: float
@@ -320,7 +321,7 @@ class SweepRow:
 
 
 @contextmanager
-def launch_settings(mode: str, warps: int, waves: int) -> Iterator[None]:
+def launch_settings(mode: str, warps: int, waves: int, prefetch: bool = False) -> Iterator[None]:
     """Within the block, medtune's `mode` launches use these settings instead of config.py's choice."""
     from medtune.kernels._triton import config
 
@@ -331,23 +332,23 @@ def launch_settings(mode: str, warps: int, waves: int) -> Iterator[None]:
     with (
         mock.patch.object(config, "backward_warps", lambda block: warps),
         mock.patch.object(config, "backward_waves", lambda block: waves),
+        mock.patch.object(config, "backward_prefetch", lambda block: prefetch),
     ):
         yield
 
 
-def candidate_settings(mode: str, block: int) -> list[tuple[int, int]]:
-    """Return the (warps, programs per SM) to try for `mode` at a row block of `block`, the default first.
-
-    The forward launches one program per row: its second number is 0.
-    """
+def candidate_settings(mode: str, block: int) -> list[tuple[int, int, bool]]:
+    """Return the (warps, programs per SM, prefetch) to try for `mode` at a row block of `block`, the default
+    first. The forward launches one program per row and prefetches nothing: (warps, 0, False)."""
     from medtune.kernels._triton import config
 
     if mode == "forward":
-        default = (config.num_warps(block), 0)
-        return [default, *((w, 0) for w in (2, 4, 8, 16, 32) if 32 * w <= block and w != default[0])]
-    default = (config.backward_warps(block), config.backward_waves(block))
+        default = (config.num_warps(block), 0, False)
+        return [default, *((w, 0, False) for w in (2, 4, 8, 16, 32) if 32 * w <= block and w != default[0])]
+    default = (config.backward_warps(block), config.backward_waves(block), config.backward_prefetch(block))
     warps = [w for w in (2, 4, 8, 16, 32) if 32 * w <= block and default[0] // 2 <= w <= default[0] * 2]
-    return [default, *(c for c in itertools.product(warps, (1, 2, 4, 8, 16)) if c != default)]
+    grid = itertools.product(warps, (1, 2, 4, 8, 16), (False, True))
+    return [default, *(c for c in grid if c != default)]
 
 
 def sweep(args, meta: dict[str, str], peak: float | None) -> int:
@@ -370,20 +371,20 @@ def sweep(args, meta: dict[str, str], peak: float | None) -> int:
         ("backward", "forward"),
     ):
         results = []
-        for warps, waves in candidate_settings(mode, block_size(hidden)):
-            with launch_settings(mode, warps, waves):
+        for warps, waves, prefetch in candidate_settings(mode, block_size(hidden)):
+            with launch_settings(mode, warps, waves, prefetch):
                 q = queued_quantiles(*_workload(fns[op], mode, rows, hidden, DTYPES[dtype]))
             if q is None:
                 continue
             gbps = bytes_moved(mode, rows, hidden, DTYPES[dtype].itemsize) / (q[1] * 1e-3) / 1e9
             results.append(SweepRow(
-                meta["device"], meta["triton_version"], op, mode, rows, hidden, dtype, warps, waves,
+                meta["device"], meta["triton_version"], op, mode, rows, hidden, dtype, warps, waves, prefetch,
                 not results, q[1], gbps, gbps / peak if peak else 0.0,
             ))  # fmt: skip
         append_rows(path, map(asdict, results), columns)
         best = min(results, key=lambda r: r.p50_ms)
         print(f"{op:10s} {mode:8s} {rows}x{hidden:<5d} {dtype}: default {results[0].p50_ms:.4f} ms "
-              f"({results[0].frac_peak:.1%}); best warps={best.warps} waves={best.waves} "
+              f"({results[0].frac_peak:.1%}); best warps={best.warps} waves={best.waves} prefetch={best.prefetch} "
               f"{best.p50_ms:.4f} ms ({best.frac_peak:.1%})")  # fmt: skip
     print(f"wrote {path}")
     return 0
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sweep",
         action="store_true",
-        help="time medtune alone under each candidate launch setting (warps, programs per SM), GPU clock",
+        help="time medtune alone under each candidate launch setting (warps, programs per SM, prefetch), GPU clock",
     )
     parser.add_argument(
         "--report",

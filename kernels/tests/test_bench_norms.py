@@ -117,13 +117,15 @@ def test_sweep_settings_reach_the_launches(bench, monkeypatch):
         y = rms_norm(x, w)
     assert calls[0].kwargs["num_warps"] == 1
     y = rms_norm(x, w)  # outside the block: config.py decides again
-    with bench.launch_settings("backward", warps=2, waves=8), capture_calls() as calls:
+    with bench.launch_settings("backward", warps=2, waves=8, prefetch=True), capture_calls() as calls:
         y.sum().backward()
-    assert calls[0].kwargs["num_warps"] == 2
+    assert (calls[0].kwargs["num_warps"], calls[0].kwargs["PREFETCH"]) == (2, True)
     assert calls[0].grid == (config.INTERPRETER_PROGRAMS,)  # the interpreter caps the programs
     block = config.block_size(96)
     # The default comes first among the candidates, each once, and no warp count exceeds the row.
     backward = bench.candidate_settings("backward", block)
-    assert backward[0] == (config.backward_warps(block), config.backward_waves(block))
+    default = (config.backward_warps(block), config.backward_waves(block), config.backward_prefetch(block))
+    assert backward[0] == default
     assert len(set(backward)) == len(backward)
-    assert all(w * 32 <= block for w, _ in bench.candidate_settings("forward", block))
+    assert {p for _, _, p in backward} == {False, True}
+    assert all(w * 32 <= block for w, _, _ in bench.candidate_settings("forward", block))

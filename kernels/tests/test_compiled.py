@@ -71,10 +71,21 @@ def _global_loads(variant_name: str, op: str, hidden: int) -> set[str]:
     return set(re.findall(r"ld\.global[.\w]*", ptx))
 
 
-@pytest.mark.parametrize(("op", "variant"), [("layer_norm", "forward"), ("rms_norm", "backward dx+dw")])
-def test_rows_are_read_with_16_byte_loads_when_hidden_allows(op, variant):
+@pytest.mark.parametrize(
+    ("op", "variant", "prefetch"),
+    [
+        ("layer_norm", "forward", False),
+        ("rms_norm", "backward dx+dw", False),
+        ("layer_norm", "backward dx+dw+db", True),
+    ],
+)
+def test_rows_are_read_with_16_byte_loads_when_hidden_allows(op, variant, prefetch, monkeypatch):
     # Launches are specialised like real ones (16-divisible strides), so a bf16 row of 4096 is read
     # with 128-bit vector loads; an odd hidden size forbids them, which shows the check can fail.
+    # The prefetch's row-validity mask must not cost the vector loads either.
+    from medtune.kernels._triton import config
+
+    monkeypatch.setattr(config, "backward_prefetch", lambda block: prefetch)
     assert "ld.global.v4.b32" in _global_loads(variant, op, 4096)
     assert "ld.global.v4.b32" not in _global_loads(variant, op, 4099)
 
@@ -106,3 +117,16 @@ def test_a_triton_without_the_compiler_internals_is_named(monkeypatch):
     call = resources.capture(resources.VARIANTS[0], 64, torch.float32)[0]
     with pytest.raises(resources.TritonInternalsChanged, match=r"Triton 3\.\d+.* lacks the internals"):
         resources._compile(call, 90)
+
+
+@pytest.mark.slow
+def test_prefetching_backward_keeps_its_rows_in_registers_on_hopper(monkeypatch):
+    # Holding the next row's x and dy must not push the backward into spills at the model widths.
+    from medtune.kernels._triton import config
+
+    monkeypatch.setattr(config, "backward_prefetch", lambda block: True)
+    backward = tuple(v for v in resources.VARIANTS if v.backward)
+    found = list(resources.survey(90, MODEL_HIDDEN, ("bf16",), backward))
+    assert len(found) == len(backward) * len(MODEL_HIDDEN)
+    spilled = [f"{r.op} {r.variant} @ {r.hidden}: {r.spill_bytes} B" for r in found if r.spills]
+    assert not spilled, spilled

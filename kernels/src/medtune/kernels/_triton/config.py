@@ -67,6 +67,18 @@ def backward_waves(block: int) -> int:
     return 8 if block <= 1024 else 2 if block <= 4096 else 1
 
 
+def backward_prefetch(block: int) -> bool:
+    """Return whether each backward program loads its next row while it reduces the current one.
+
+    Off until a GPU measures it (`bench_norms.py --sweep` times both). The bf16 backward is bound by
+    rows in flight (benchmarks/kernels/README.md); prefetching doubles them per program without
+    costing occupancy: ptxas fits it in 123 registers for LayerNorm at 4096 (two programs per SM, as
+    without it) and spills nothing up to 8192, and the SASS issues the next row's loads before the
+    current row's cross-warp reduction.
+    """
+    return False
+
+
 def launch_options(block: int, backward: bool = False) -> dict[str, int | bool]:
     """Return the compile options of a norm launch (forward, or `backward`) for a row block of `block` values.
 

@@ -6,7 +6,8 @@ import torch
 import triton.language as tl
 
 from medtune.kernels._runtime import Launch, dual_kernel, record_launch
-from medtune.kernels._triton.config import backward_programs, block_size, launch_options
+from medtune.kernels._triton import config
+from medtune.kernels._triton.config import block_size, launch_options
 
 # tl.sum and tl.zeros are themselves jit functions whose flavour (compiled or interpreted) triton fixes
 # when it is imported; the kernels use only builtins (tl.reduce with this combine function, tl.full),
@@ -48,7 +49,7 @@ def _layer_norm_bwd(
     X, W, Mean, Rstd, DY, DH, DX, DW, DB,
     stride_x, stride_dy, stride_dh, stride_dx, n_rows, N,
     BLOCK: tl.constexpr, COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr,
-    COMPUTE_DB: tl.constexpr, HAS_DH: tl.constexpr,
+    COMPUTE_DB: tl.constexpr, HAS_DH: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
@@ -56,11 +57,25 @@ def _layer_norm_bwd(
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
     dw_acc = tl.full((BLOCK,), 0.0, tl.float32)
     db_acc = tl.full((BLOCK,), 0.0, tl.float32)
+    first = pid.to(tl.int64)
+    step = tl.num_programs(0)
+    if PREFETCH:  # a row past the end loads nothing: all its columns are masked off
+        valid = cols < tl.where(first < n_rows, N, 0)
+        x_next = tl.load(X + first * stride_x + cols, mask=valid, other=0.0)
+        dy_next = tl.load(DY + first * stride_dy + cols, mask=valid, other=0.0)
     # Each program walks a fixed strided set of rows and keeps fp32 partial sums of dgamma/dbeta;
     # the fixed assignment and a separate reduction stage make the result bitwise reproducible.
-    for row in range(pid.to(tl.int64), n_rows, tl.num_programs(0)):
-        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+    for row in range(first, n_rows, step):
+        if PREFETCH:  # the next row's loads are in flight during this row's reductions
+            x = x_next.to(tl.float32)
+            dy = dy_next.to(tl.float32)
+            ahead = row + step
+            valid = cols < tl.where(ahead < n_rows, N, 0)
+            x_next = tl.load(X + ahead * stride_x + cols, mask=valid, other=0.0)
+            dy_next = tl.load(DY + ahead * stride_dy + cols, mask=valid, other=0.0)
+        else:
+            x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(Mean + row)
         rstd = tl.load(Rstd + row)
         xhat = tl.where(mask, (x - mean) * rstd, 0.0)
@@ -132,7 +147,7 @@ def layer_norm_backward(
         zeros = torch.zeros(n, dtype=torch.float32, device=x.device)
         return dx, zeros if need_dw else None, zeros.clone() if need_db else None
     block = block_size(n)
-    programs = backward_programs(x, n_rows, block)
+    programs = config.backward_programs(x, n_rows, block)
     buffers: list[str] = []
     dx = torch.empty((n_rows, n), dtype=x_dtype, device=x.device) if need_dx else None
     dw_part = db_part = None
@@ -144,7 +159,13 @@ def layer_norm_backward(
     if need_db:
         db_part = torch.empty((programs, n), dtype=torch.float32, device=x.device)
         buffers.append("dbias_partial")
-    flags = {"COMPUTE_DX": need_dx, "COMPUTE_DW": need_dw, "COMPUTE_DB": need_db, "HAS_DH": dh is not None}
+    flags = {
+        "COMPUTE_DX": need_dx,
+        "COMPUTE_DW": need_dw,
+        "COMPUTE_DB": need_db,
+        "HAS_DH": dh is not None,
+        "PREFETCH": config.backward_prefetch(block),
+    }
     placeholder = mean  # never read or written: its switch is off
     dh_arg = dh if dh is not None else dy
     _layer_norm_bwd[(programs,)](

@@ -6,7 +6,8 @@ import torch
 import triton.language as tl
 
 from medtune.kernels._runtime import Launch, dual_kernel, record_launch
-from medtune.kernels._triton.config import backward_programs, block_size, launch_options
+from medtune.kernels._triton import config
+from medtune.kernels._triton.config import block_size, launch_options
 
 # See layer_norm.py: the builtin tl.reduce with this combine function runs compiled and interpreted.
 _add = tl.standard._sum_combine
@@ -39,16 +40,31 @@ def _rms_norm_bwd(
     X, W, Rstd, DY, DH, DX, DW,
     stride_x, stride_dy, stride_dh, stride_dx, n_rows, N, offset,
     BLOCK: tl.constexpr, COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr, HAS_DH: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) + offset
     dw_acc = tl.full((BLOCK,), 0.0, tl.float32)
+    first = pid.to(tl.int64)
+    step = tl.num_programs(0)
+    if PREFETCH:  # a row past the end loads nothing: all its columns are masked off
+        valid = cols < tl.where(first < n_rows, N, 0)
+        x_next = tl.load(X + first * stride_x + cols, mask=valid, other=0.0)
+        dy_next = tl.load(DY + first * stride_dy + cols, mask=valid, other=0.0)
     # Fixed strided rows per program + fp32 partials + a separate reduction = reproducible dgamma.
-    for row in range(pid.to(tl.int64), n_rows, tl.num_programs(0)):
-        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+    for row in range(first, n_rows, step):
+        if PREFETCH:  # the next row's loads are in flight during this row's reduction
+            x = x_next.to(tl.float32)
+            dy = dy_next.to(tl.float32)
+            ahead = row + step
+            valid = cols < tl.where(ahead < n_rows, N, 0)
+            x_next = tl.load(X + ahead * stride_x + cols, mask=valid, other=0.0)
+            dy_next = tl.load(DY + ahead * stride_dy + cols, mask=valid, other=0.0)
+        else:
+            x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(Rstd + row)
         xhat = x * rstd
         if COMPUTE_DX:
@@ -111,7 +127,7 @@ def rms_norm_backward(
         dx = torch.empty_like(x, dtype=x_dtype) if need_dx else None
         return dx, torch.zeros(n, dtype=torch.float32, device=x.device) if need_dw else None
     block = block_size(n)
-    programs = backward_programs(x, n_rows, block)
+    programs = config.backward_programs(x, n_rows, block)
     buffers: list[str] = []
     dx = torch.empty((n_rows, n), dtype=x_dtype, device=x.device) if need_dx else None
     dw_part = None
@@ -120,7 +136,12 @@ def rms_norm_backward(
     if need_dw:
         dw_part = torch.empty((programs, n), dtype=torch.float32, device=x.device)
         buffers.append("dweight_partial")
-    flags = {"COMPUTE_DX": need_dx, "COMPUTE_DW": need_dw, "HAS_DH": dh is not None}
+    flags = {
+        "COMPUTE_DX": need_dx,
+        "COMPUTE_DW": need_dw,
+        "HAS_DH": dh is not None,
+        "PREFETCH": config.backward_prefetch(block),
+    }
     placeholder = rstd  # never read or written: its switch is off
     dh_arg = dh if dh is not None else dy
     _rms_norm_bwd[(programs,)](
