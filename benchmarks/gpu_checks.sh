@@ -14,7 +14,7 @@
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
 #            patched in, scores before and after (DEMO_ARGS)                     LIMIT_DEMO=180
 # The limits of "env tests kernels" (with its 60 s report) add up to 560 s, "env 7b demo" to 540 s: each fits
-# a ten-minute window. The default runs all but demo.
+# a ten-minute window. The default runs all but sweep and demo.
 # benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
 # Results land in $OUT (default ./gpu-results): checks.log (everything printed), kernels/norms.csv,
