@@ -11,16 +11,18 @@
 #            rows or not) at the model widths, GPU clock; writes sweep.csv (SWEEP_ARGS)  LIMIT_SWEEP=240
 #   7b       benchmarks/methods/gpu_7b.py: LLaVA-Med 7B NF4, ln / ln-fused / QLoRA,
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
+#   step     benchmarks/methods/fused_step.py: whole LN-tuning steps of MISS (BLIP-VQA), with and
+#            without the fused norms, batch 1 to 32 (STEP_ARGS)                  LIMIT_STEP=240
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
 #            patched in, scores before and after (DEMO_ARGS)                     LIMIT_DEMO=180
 # The limits of "env tests kernels" (with its 60 s report) add up to 560 s, "env 7b demo" to 540 s: each fits
-# a ten-minute window. The default runs all but sweep and demo.
+# a ten-minute window. The default runs all but sweep, step and demo.
 # benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
 # Results land in $OUT (default ./gpu-results): checks.log (everything printed), kernels/norms.csv,
-# kernels/norms.png, kernels/sweep.csv, gpu_7b.csv. The packages run from this checkout through
-# PYTHONPATH, so nothing is built or downloaded. On an offline machine, MEDTUNE_WHEELS=DIR first installs
-# the wheels in DIR (bitsandbytes for the 7b stage, say) into a private folder.
+# kernels/norms.png, kernels/sweep.csv, gpu_7b.csv, fused_step.csv. The packages run from this checkout
+# through PYTHONPATH, so nothing is built or downloaded. On an offline machine, MEDTUNE_WHEELS=DIR first
+# installs the wheels in DIR (bitsandbytes for the 7b stage, say) into a private folder.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -81,8 +83,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(env tests kernels 7b)
 for name in "${STAGES[@]}"; do  # a typo must not cost the stages before it
   case $name in
-    env | tests | kernels | sweep | 7b | demo) ;;
-    *) echo "unknown stage '$name'; the stages are env, tests, kernels, sweep, 7b, demo" >&2; exit 2 ;;
+    env | tests | kernels | sweep | 7b | step | demo) ;;
+    *) echo "unknown stage '$name'; the stages are env, tests, kernels, sweep, 7b, step, demo" >&2; exit 2 ;;
   esac
 done
 for name in "${STAGES[@]}"; do
@@ -107,6 +109,11 @@ for name in "${STAGES[@]}"; do
       # shellcheck disable=SC2086
       stage 7b "${LIMIT_7B:-300}" "$PY" benchmarks/methods/gpu_7b.py --out "$OUT/gpu_7b.csv" \
         ${GPU_7B_ARGS:---rounds 2 --steps 2}
+      ;;
+    step)
+      # shellcheck disable=SC2086
+      stage step "${LIMIT_STEP:-240}" "$PY" benchmarks/methods/fused_step.py --out "$OUT/fused_step.csv" \
+        ${STEP_ARGS:-}
       ;;
     demo)
       # shellcheck disable=SC2086

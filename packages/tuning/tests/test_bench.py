@@ -182,3 +182,39 @@ def test_gpu_script_runs_its_whole_path_on_a_tiny_model(tmp_path):
             module.main(["--out", str(out)]) == 2
         )  # the real run refuses without a GPU, writing nothing more
         assert len(read_rows(out)[1]) == 3
+
+
+@pytest.mark.parametrize("preset", ["tiny-miss", "tiny-llava"])
+def test_fused_step_script_times_both_variants_per_batch_and_restores_the_norms(
+    tmp_path, capsys, monkeypatch, preset
+):
+    spec = importlib.util.spec_from_file_location("fused_step_under_test", HARNESS.parent / "fused_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = {}
+    build = module.build
+
+    def keep(*args):  # the script's own build, remembered so the test can look at the model afterwards
+        built["model"], opt, family = build(*args)
+        return built["model"], opt, family
+
+    monkeypatch.setattr(module, "build", keep)
+    out = tmp_path / "fused.csv"
+    argv = ["--preset", preset, "--device", "cpu", "--batch", "1", "2", "--text-tokens", "5"]
+    assert module.main([*argv, "--warmup", "0", "--rounds", "1", "--steps", "1", "--out", str(out)]) == 0
+    _, rows = read_rows(out)
+    assert [(r["batch"], r["variant"]) for r in rows] == [
+        ("1", "eager"),
+        ("1", "fused"),
+        ("2", "eager"),
+        ("2", "fused"),
+    ]
+    assert all(float(r["p50_ms"]) > 0 for r in rows)
+    seq = {"tiny-miss": 5, "tiny-llava": 1 + 36 + 5}[preset]  # MISS: the question alone enters the encoder
+    assert {int(r["seq_len"]) for r in rows} == {seq}
+    printed = capsys.readouterr().out
+    assert "| fused / eager |" in printed and printed.count("\n| 1 | ") == 1
+    # the fused modules were patched in for their turns only: the model ends as it began
+    assert not [m for m in built["model"].modules() if type(m).__name__.startswith("Fused")]
+    if not __import__("torch").cuda.is_available():
+        assert module.main(["--out", str(out)]) == 2  # the real run refuses without a GPU
