@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from medtune.tuning.cli import main
 from medtune.tuning.commands.train import accelerate_distributed_type
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 RUN = [
     "train",

@@ -1,6 +1,7 @@
 """medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups."""
 
 from medtune.core_models import bench, llava_med, miss, tiny  # noqa: F401  (registers the presets)
+from medtune.core_models.errors import CheckpointError
 from medtune.core_models.build import Built, build_random, image_token_count, load
 from medtune.core_models.groups import GROUP_PREFIXES, group_of
 from medtune.core_models.presets import (
@@ -19,6 +20,7 @@ __all__ = [
     "IMAGE_TOKEN",
     "PRESETS",
     "Built",
+    "CheckpointError",
     "Preset",
     "build_random",
     "build_word_tokenizer",

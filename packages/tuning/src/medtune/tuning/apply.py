@@ -10,7 +10,8 @@ from torch import nn
 from medtune.core_models import group_of
 from medtune.tuning.methods import MethodOptions, get_method
 from medtune.tuning.methods.ln import is_norm
-from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.errors import UsageError
 
 
 @dataclass

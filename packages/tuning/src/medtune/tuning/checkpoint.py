@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Sampler
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 CHECKPOINT = "checkpoint"
 TENSORS = "tuned.safetensors"

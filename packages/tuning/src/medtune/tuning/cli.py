@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 from medtune.tuning import commands
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the sub-command; usage errors print one sentence and return 2."""
+    """Parse ``argv`` and run the sub-command; user errors (``errors.user_errors``) print one sentence and return 2."""
     # bitsandbytes' CPU backend warns at import that it cannot fetch an optional kernel from a hub;
     # medtune never downloads, and its fallback is the one we want.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except UsageError as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise  # anything else is a medtune bug: keep its traceback
         print(f"medtune {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

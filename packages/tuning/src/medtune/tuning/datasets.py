@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from medtune.data import DataError, Rejection, read_reports, read_vqa
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 Task = Literal["vqa", "report"]
 MAX_NEW_TOKENS: dict[str, int] = {"vqa": 8, "report": 128}

@@ -14,7 +14,8 @@ from medtune.core_models import Built, load
 from medtune.tuning.adapter import load_adapter, read_manifest
 from medtune.tuning.apply import apply_paradigm
 from medtune.tuning.methods import MethodOptions
-from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.errors import UsageError
 
 
 def merge_lora(model: nn.Module) -> int:

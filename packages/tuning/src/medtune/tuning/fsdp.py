@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 
 def shard_model(model: nn.Module, layer_class: str | None, *, bf16: bool = False) -> int:

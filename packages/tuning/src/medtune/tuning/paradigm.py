@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medtune.core_models import FAMILY_GROUPS
+from medtune.tuning.errors import UsageError
+
+__all__ = ["DEFAULT_PARADIGM", "STATES", "Paradigm", "State", "UsageError"]
 
 State = Literal["T", "F", "PEFT"]
 STATES: tuple[State, ...] = ("T", "F", "PEFT")
 DEFAULT_PARADIGM = {"llava": "F,F,PEFT,F", "miss": "T,PEFT,T"}
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the CLI prints the message and exits with code 2."""
 
 
 @dataclass(frozen=True)

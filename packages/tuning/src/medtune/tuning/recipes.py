@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.tuning.methods import MethodOptions
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 # The paper's settings (section 4.4). LLaVA-Med: AdamW, lr 2e-5, warm-up 0.03, cosine, TF32, bf16.
 # MISS: lr 2e-5, weight decay 0.05, batch 16, 120 epochs.

@@ -34,7 +34,8 @@ from medtune.tuning.checkpoint import (
 from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
 from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
-from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.errors import UsageError
 from medtune.tuning.recipes import TrainConfig
 from medtune.tuning.run_dir import MetricsLog, new_run_dir, truncate_metrics, write_json_atomic
 

@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 SCRIPTS = {
     "methods": Path("benchmarks/methods/bench_methods.py"),

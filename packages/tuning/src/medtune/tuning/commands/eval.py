@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

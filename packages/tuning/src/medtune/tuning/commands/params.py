@@ -11,7 +11,8 @@ from medtune.tuning.accounting import paper_counts
 from medtune.tuning.apply import apply_paradigm
 from medtune.tuning.memory import GIB, plan_memory
 from medtune.tuning.methods import METHODS, MethodOptions, get_method
-from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.errors import UsageError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

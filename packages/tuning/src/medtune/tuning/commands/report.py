@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from medtune.core_models import FAMILY_GROUPS, default_preset, get_preset
 from medtune.tuning.methods import METHODS, get_method
-from medtune.tuning.paradigm import Paradigm, UsageError
+from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.errors import UsageError
 from medtune.tuning.recipes import resolve_config
 
 

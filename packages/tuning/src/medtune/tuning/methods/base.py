@@ -8,7 +8,7 @@ from typing import Literal
 
 from torch import nn
 
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 Kind = Literal["intrinsic", "adapter", "full"]
 

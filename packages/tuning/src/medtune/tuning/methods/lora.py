@@ -7,7 +7,7 @@ from torch import nn
 
 from medtune.core_models import group_of
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 # The paper's defaults: rank 8 on self-attention query/value for MISS; rank 4 on every LLM linear for LLaVA.
 DEFAULT_RANK = {"llava": 4, "miss": 8}

@@ -18,7 +18,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
-from medtune.tuning.paradigm import UsageError
+from medtune.tuning.errors import UsageError
 
 DEFAULT_TOKENS = {"llava": 5, "miss": 10}
 VISION_GROUPS = ("vision_tower", "vit")
