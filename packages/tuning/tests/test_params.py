@@ -158,3 +158,14 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize("family", ["llava", "miss"])
+def test_params_counts_the_model_train_loads(family, capsys):
+    """The demo presets' accounting (meta device) and the bundled base train loads have the same parameters."""
+    from medtune.core_models import default_preset, load
+
+    assert main(["params", family, "ln", "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    loaded = load(default_preset(family)).model
+    assert counted["total_params"] == sum(p.numel() for p in loaded.parameters())

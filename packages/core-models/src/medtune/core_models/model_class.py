@@ -24,6 +24,6 @@ def build_model(
 ) -> PreTrainedModel:
     """Return a randomly initialised model of ``preset`` built by its own class (``device="meta"``: no memory)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    config = preset.make_config()
+    config = preset.config()
     with torch.device(device):
         return model_class_for(preset)._from_config(config, dtype=dtype)

@@ -32,6 +32,18 @@ class Preset:
     decoder_layer: str | None = None  # class name FSDP wraps
     notes: dict[str, str] = field(default_factory=dict)
 
+    def config(self) -> PretrainedConfig:
+        """Return the config a model of this preset is built from: the bundled checkpoint's when there is one.
+
+        The demo presets' bundled bases fix details ``make_config`` leaves open (the vocabulary their
+        tokenizer ended with), so accounting on the meta device counts the very model ``train`` loads.
+        """
+        if self.default_weights is not None and (self.default_weights / "config.json").is_file():
+            from transformers import AutoConfig
+
+            return AutoConfig.from_pretrained(self.default_weights)
+        return self.make_config()
+
 
 PRESETS: dict[str, Preset] = {}
 
