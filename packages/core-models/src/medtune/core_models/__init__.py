@@ -1,18 +1,34 @@
-"""medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups."""
+"""medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups.
 
-from medtune.core_models import bench, llava_med, miss, tiny  # noqa: F401  (registers the presets)
-from medtune.core_models.errors import CheckpointError
-from medtune.core_models.build import Built, build_random, image_token_count, load
-from medtune.core_models.groups import GROUP_PREFIXES, group_of
-from medtune.core_models.presets import (
-    FAMILY_GROUPS,
-    PRESETS,
-    Preset,
-    default_preset,
-    get_preset,
-    register_preset,
-)
-from medtune.core_models.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+Names resolve on first use, so that reading ``FAMILY_GROUPS`` (the `medtune` parser does) imports neither
+torch nor transformers; asking for any preset-related name registers the built-in presets first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Where each public name lives.
+_HOMES = {
+    "FAMILY_GROUPS": "presets",
+    "PRESETS": "presets",
+    "Preset": "presets",
+    "default_preset": "presets",
+    "get_preset": "presets",
+    "register_preset": "presets",
+    "GROUP_PREFIXES": "groups",
+    "group_of": "groups",
+    "CheckpointError": "errors",
+    "Built": "build",
+    "build_random": "build",
+    "image_token_count": "build",
+    "load": "build",
+    "IMAGE_TOKEN": "tokenizer",
+    "build_word_tokenizer": "tokenizer",
+}
+# Names that need no registered presets (the rest may look one up).
+_LIGHT = {"FAMILY_GROUPS", "GROUP_PREFIXES", "group_of", "CheckpointError"}
 
 __all__ = [
     "FAMILY_GROUPS",
@@ -31,3 +47,30 @@ __all__ = [
     "load",
     "register_preset",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'medtune.core_models' has no attribute {name!r}")
+    if name not in _LIGHT:
+        from medtune.core_models.presets import register_builtin_presets
+
+        register_builtin_presets()
+    value = getattr(importlib.import_module(f"medtune.core_models.{_HOMES[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+if TYPE_CHECKING:
+    from medtune.core_models.build import Built, build_random, image_token_count, load
+    from medtune.core_models.errors import CheckpointError
+    from medtune.core_models.groups import GROUP_PREFIXES, group_of
+    from medtune.core_models.presets import (
+        FAMILY_GROUPS,
+        PRESETS,
+        Preset,
+        default_preset,
+        get_preset,
+        register_preset,
+    )
+    from medtune.core_models.tokenizer import IMAGE_TOKEN, build_word_tokenizer

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from transformers import PretrainedConfig
+if TYPE_CHECKING:  # naming families and groups must not import transformers (`medtune --help` stays instant)
+    from transformers import PretrainedConfig
 
 Family = Literal["llava", "miss"]
 
@@ -46,6 +48,14 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {}
+# The modules whose import registers the built-in presets; imported on the first lookup, not with the package.
+BUILTIN_PRESET_MODULES = ("bench", "llava_med", "miss", "tiny")
+
+
+def register_builtin_presets() -> None:
+    """Import the modules that register the built-in presets (once; later calls cost a dict lookup)."""
+    for module in BUILTIN_PRESET_MODULES:
+        importlib.import_module(f"medtune.core_models.{module}")
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -58,6 +68,7 @@ def register_preset(preset: Preset) -> Preset:
 
 def get_preset(name: str) -> Preset:
     """Return the registered preset called ``name``, or raise a ValueError listing the known ones."""
+    register_builtin_presets()
     try:
         return PRESETS[name]
     except KeyError:

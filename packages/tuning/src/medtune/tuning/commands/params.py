@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from medtune.core_models import FAMILY_GROUPS, default_preset, get_preset
-from medtune.core_models.model_class import build_model
-from medtune.tuning.accounting import paper_counts
-from medtune.tuning.apply import apply_paradigm
-from medtune.tuning.memory import GIB, plan_memory
-from medtune.tuning.methods import METHODS, MethodOptions, get_method
-from medtune.tuning.paradigm import Paradigm
+from medtune.core_models import FAMILY_GROUPS
 from medtune.tuning.errors import UsageError
+from medtune.tuning.methods import BUILTIN_METHODS, MethodOptions
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,7 +16,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "params", help="count total/trainable/PEFT parameters (meta device, no weights)"
     )
     p.add_argument("family", choices=sorted(FAMILY_GROUPS))
-    p.add_argument("method", choices=sorted(METHODS))
+    p.add_argument("method", choices=sorted(BUILTIN_METHODS))
     p.add_argument("--preset", help="architecture to count (default: the family's tiny demo model)")
     p.add_argument(
         "--paradigm", help="one state per group, T/F/PEFT, e.g. F,F,PEFT,F (default: the family's)"
@@ -44,6 +39,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def count(args: argparse.Namespace) -> dict:
     """Return the JSON-ready accounting (and memory plan) the arguments ask for."""
+    from medtune.core_models import default_preset, get_preset
+    from medtune.core_models.model_class import build_model
+    from medtune.tuning.accounting import paper_counts
+    from medtune.tuning.apply import apply_paradigm
+    from medtune.tuning.memory import plan_memory
+    from medtune.tuning.methods import get_method
+    from medtune.tuning.paradigm import Paradigm
+
     try:
         preset = get_preset(args.preset) if args.preset else default_preset(args.family)
     except ValueError as err:
@@ -85,6 +88,8 @@ def percent(ratio: float) -> str:
 
 def table(result: dict) -> str:
     """Return the accounting as the paper's columns, one line per group, then the memory plan if any."""
+    from medtune.tuning.memory import GIB
+
     lines = [
         f"{result['preset']} ({result['family']}), method {result['method']}, paradigm {result['paradigm']}",
         f"  total params      {result['total_params']:>16,}",

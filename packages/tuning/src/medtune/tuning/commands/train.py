@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from medtune.core_models import FAMILY_GROUPS, default_preset, get_preset
-from medtune.tuning.methods import METHODS, get_method
-from medtune.tuning.paradigm import Paradigm
+from medtune.core_models import FAMILY_GROUPS
 from medtune.tuning.errors import UsageError
+from medtune.tuning.methods import BUILTIN_METHODS
+from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.recipes import resolve_config
 
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Tune FAMILY's model with METHOD. With no other flags: LN-tune the built-in demo.",
     )
     p.add_argument("family", help=f"model family: {', '.join(FAMILY_GROUPS)}")
-    p.add_argument("method", help=f"tuning method: {', '.join(METHODS)}")
+    p.add_argument("method", help=f"tuning method: {', '.join(BUILTIN_METHODS)}")
     p.add_argument("--preset", help="architecture preset (default: the family's tiny demo model)")
     p.add_argument(
         "--paradigm", help="one state per group: T, F or PEFT (llava default F,F,PEFT,F; miss T,PEFT,T)"
@@ -114,6 +114,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
     """Check family, method, preset and paradigm before anything is written; return (preset, paradigm)."""
+    from medtune.core_models import default_preset, get_preset
+    from medtune.tuning.methods import get_method
+
     if args.family not in FAMILY_GROUPS:
         raise UsageError(f"unknown family {args.family!r}; choose one of: {', '.join(FAMILY_GROUPS)}")
     get_method(args.method)

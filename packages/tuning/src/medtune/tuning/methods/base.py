@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from medtune.tuning.errors import UsageError
+
+if TYPE_CHECKING:  # the CLI names methods and reads their options without importing torch
+    from torch import nn
 
 Kind = Literal["intrinsic", "adapter", "full"]
 
@@ -44,7 +46,7 @@ class Selection:
 
 # select(model, family, peft_groups, options) -> Selection. Intrinsic methods return the same model and
 # names of existing tensors; adapter methods return a wrapped model and the names of the added tensors.
-Selector = Callable[[nn.Module, str, tuple[str, ...], MethodOptions], Selection]
+Selector = Callable[["nn.Module", str, tuple[str, ...], MethodOptions], Selection]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,15 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+# The built-in methods, each registered by the module of this package with its name; imported on first lookup.
+BUILTIN_METHODS = ("full", "ln", "attention", "ffn", "lora", "prefix")
+
+
+def register_builtin_methods() -> dict[str, Method]:
+    """Import the modules that register the built-in methods (once) and return the registry."""
+    for name in BUILTIN_METHODS:
+        importlib.import_module(f"medtune.tuning.methods.{name}")
+    return METHODS
 
 
 def register_method(method: Method) -> Method:
@@ -69,6 +80,7 @@ def register_method(method: Method) -> Method:
 
 def get_method(name: str) -> Method:
     """Return the registered method ``name`` or raise a UsageError listing the known ones."""
+    register_builtin_methods()
     try:
         return METHODS[name]
     except KeyError:
