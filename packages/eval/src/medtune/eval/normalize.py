@@ -1,8 +1,9 @@
-"""Answer normalisation in the style of the VQA / LLaVA-Med evaluation scripts."""
+"""The `medtune` scorer's answer normalisation (LLaVA-Med's own is reproduced in `llava_med.py`)."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Number words become digits so "two" and "2" agree, as in the VQA evaluation (extended to twenty).
 _NUMBER_WORDS = {
@@ -72,14 +73,30 @@ _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
 _PUNCTUATION = re.compile(r"[^\w\s'.]")
 _QUOTES = "'\u2018\u2019"
+# Scripts written without spaces between words (CJK ideographs, kana): each character is a token.
+_NO_SPACE_SCRIPT = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+# End-of-answer markers a generator may leave in the text (LLaVA's "###" separator, EOS tokens):
+# the answer is the text before them; what follows is the next turn or padding.
+_END_MARKERS = re.compile(r"###|</s>|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<\|end\|>")
+
+
+def strip_end_markers(text: str) -> str:
+    """Return the first non-empty piece of `text` before an end marker ("###", "</s>", ...)."""
+    for piece in _END_MARKERS.split(text):
+        if piece.strip():
+            return piece
+    return ""
 
 
 def normalize_answer(text: str) -> str:
-    """Return `text` lower-cased with punctuation, articles, number words and contractions normalised."""
-    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    """Return `text` cut at end markers, NFKC-folded and lower-cased, with punctuation, articles,
+    number words and contractions normalised and characters of unspaced scripts (Chinese) spaced."""
+    text = unicodedata.normalize("NFKC", strip_end_markers(text)).lower()
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
     text = _DIGIT_COMMA.sub("", text)
     text = _PERIOD.sub(" ", text)
     text = _PUNCTUATION.sub(" ", text).replace("_", " ")
+    text = _NO_SPACE_SCRIPT.sub(r" \1 ", text)
     words = []
     for word in text.split():
         word = word.strip(_QUOTES)
@@ -91,5 +108,5 @@ def normalize_answer(text: str) -> str:
 
 
 def answer_tokens(text: str) -> list[str]:
-    """Return the normalised words of `text`."""
+    """Return the normalised tokens of `text`: words, and single characters of Chinese or Japanese."""
     return normalize_answer(text).split()

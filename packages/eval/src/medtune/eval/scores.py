@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medtune.eval.inputs import as_text_list, check_lengths
 from medtune.eval.predictions import prediction_rows, write_predictions
 from medtune.eval.text import count_tokens, score_text
 from medtune.eval.vqa import score_vqa, score_vqa_per_item
@@ -29,10 +30,10 @@ def score_predictions(
     bertscore_num_layers: int | None = None,
 ) -> dict:
     """Return the merged score_vqa + score_text dict (VQA keys only when the answers are open/closed)."""
-    if len(answer_types) != len(predictions):
-        raise ValueError(
-            f"Got {len(predictions)} predictions and {len(answer_types)} answer types; pass one per question."
-        )
+    predictions = as_text_list(predictions, "predictions", missing="empty")
+    answers = as_text_list(answers, "answers", missing="error")
+    answer_types = as_text_list(answer_types, "answer_types", missing="empty")
+    check_lengths(predictions=predictions, answers=answers, answer_types=answer_types)
     scores: dict[str, Any] = {}
     if not all(_is_text_type(t) for t in answer_types):
         scores.update(score_vqa(predictions, answers, answer_types))
@@ -64,6 +65,14 @@ def write_eval_outputs(
 ) -> dict:
     """Return the scores after writing `predictions.jsonl` and `scores.json` (with dataset, split) to out_dir."""
     out_dir = Path(out_dir)
+    predictions = as_text_list(predictions, "predictions", missing="empty")
+    answers = as_text_list(answers, "answers", missing="error")
+    answer_types = as_text_list(answer_types, "answer_types", missing="empty")
+    questions = as_text_list(questions, "questions", missing="empty")
+    if isinstance(qids, str):
+        raise TypeError("qids must be a list with one id per question, not a single string.")
+    qids = list(qids)
+    check_lengths(qids=qids, questions=questions, predictions=predictions, answers=answers)
     scores = score_predictions(
         predictions,
         answers,
@@ -72,11 +81,15 @@ def write_eval_outputs(
         bertscore_model=bertscore_model,
         bertscore_num_layers=bertscore_num_layers,
     )
-    per_item = None
+    items = None
     if "scorer_version" in scores:
-        per_item = [item.score for item in score_vqa_per_item(predictions, answers, answer_types)]
+        items = score_vqa_per_item(predictions, answers, answer_types)
     n_tokens = [count_tokens(p, tokenizer) for p in predictions]
+    per_item = None if items is None else [item.score for item in items]
     rows = prediction_rows(qids, questions, answers, predictions, answer_types, n_tokens, per_item)
+    for row, item in zip(rows, items or []):
+        # `score` is medtune's; LLaVA-Med's is beside it (None where it leaves the question out).
+        row["llava_med_score"] = item.llava_med_score
     write_predictions(out_dir / "predictions.jsonl", rows)
     scores = {**scores, "dataset": dataset, "split": split}
     tmp = out_dir / "scores.json.tmp"
