@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 import types
@@ -22,11 +21,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE
 
 
-@functools.cache
+# Asked once, at import: a module search costs tens of microseconds and every norm call asks. A plain constant
+# (not a cached function) is also what a compiled graph can read without tracing into the cache wrapper.
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    """Return True when the triton package can be imported on this platform (asked once: a module search
-    costs tens of microseconds, and every norm call asks)."""
-    return importlib.util.find_spec("triton") is not None
+    """Return True when the triton package can be imported on this platform."""
+    return _TRITON_FOUND
 
 
 def backend_for(x: torch.Tensor) -> Backend:
