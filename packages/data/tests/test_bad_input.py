@@ -63,12 +63,14 @@ def test_missing_image_fails_at_read_time(tmp_path, builders):
 def test_json_that_is_not_a_list(tmp_path, builders):
     root = builders.build_slake(tmp_path, {"train": {"rows": []}})
     with pytest.raises(
-        DataError, match=r"train.json: the top level is a JSON dict, but this layout needs a list"
+        DataError, match=r"train.json: the top level is a JSON object, but this layout needs a list"
     ):
         read_vqa(root, "train", layout="slake")
+    # A whole file is not a record that can be skipped: report mode raises the same sentence.
     rejected = []
-    assert read_vqa(root, "train", layout="slake", on_invalid="report", rejected=rejected) == []
-    assert len(rejected) == 1 and rejected[0].index is None
+    with pytest.raises(DataError, match="top level is a JSON object") as info:
+        read_vqa(root, "train", layout="slake", on_invalid="report", rejected=rejected)
+    assert rejected == [] and info.value.rejection.index is None
 
 
 def test_duplicate_qid(tmp_path, builders):
@@ -102,8 +104,8 @@ def _corrupt(path):
 
 def test_unreadable_image_raises_at_load_naming_file_and_record(tmp_path, builders):
     root = _slake_with(tmp_path, builders, builders.slake_row(1, 1))
-    _corrupt(root / "imgs" / "xmlab1" / "source.jpg")
-    records = read_vqa(root, "train")  # a stat only: decoding happens later
+    records = read_vqa(root, "train")
+    _corrupt(root / "imgs" / "xmlab1" / "source.jpg")  # broken after the read: caught when decoded
     with pytest.raises(ImageLoadError, match=r"xmlab1/source.jpg \(record '1'\) cannot be decoded"):
         load_image(records[1].image, records[1].qid)
     with pytest.raises(DataError, match=r"record 1, id '1', field 'image'"):

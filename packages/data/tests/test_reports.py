@@ -2,6 +2,7 @@ import pytest
 
 from medtune.data import DataError, read_reports
 from medtune.data.openi import openi_split_of
+from medtune.data.records import EmptySplitError
 from medtune.data.report_sections import extract_sections
 
 
@@ -134,7 +135,8 @@ def test_mimic_missing_image_report_and_sections(tmp_path, builders):
     ):
         read_reports(root, "test")
     rejected = []
-    assert read_reports(root, "test", on_invalid="report", rejected=rejected) == []
+    with pytest.raises(EmptySplitError, match=r"test split is empty: of its 3 record\(s\), 3 invalid"):
+        read_reports(root, "test", on_invalid="report", rejected=rejected)
     assert [(r.record_id, r.field) for r in rejected] == [
         ("50000001", "dicom_id"),
         ("50000002", "study_id"),

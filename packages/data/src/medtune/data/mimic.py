@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from medtune.data.record_checks import image_missing_reason
+from medtune.data.record_checks import image_missing_reason, outside_reason
 from medtune.data.records import RejectionLog, ReportRecord
 from medtune.data.report_sections import compose_report, extract_sections
 
@@ -74,13 +74,20 @@ def read_mimic(
     if csv_path is None:
         raise FileNotFoundError(f"MIMIC-CXR-JPG folder {root} has no {' or '.join(MIMIC_SPLIT_CSV)}.")
     reports_root = reports_root if reports_root is not None else root
-    studies = mimic_studies(read_mimic_split_table(csv_path), split).to_pylist()
+    table = read_mimic_split_table(csv_path)
+    studies = mimic_studies(table, split).to_pylist()
+    every = len(pc.unique(table["study_id"]))
+    log.saw(every)
+    log.leave_out(
+        f"are listed for another split than {MIMIC_SPLITS[split]!r} in {csv_path.name}", every - len(studies)
+    )
     records: list[ReportRecord] = []
     for study in studies:
         study_id, index = str(study["study_id"]), study["first_row"]
         folder = mimic_study_folder(root, study["subject_id"], study["study_id"])
         images = [folder / f"{d}.jpg" for d in study["dicom_ids"]]
-        reason = next((r for r in map(image_missing_reason, images) if r), None)
+        reason = next((outside_reason(folder, i) for i in images if outside_reason(folder, i)), None)
+        reason = reason or next((r for r in map(image_missing_reason, images) if r), None)
         if reason is not None:
             log.reject(csv_path, index, study_id, "dicom_id", reason)
             continue

@@ -6,7 +6,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from medtune.data.record_checks import image_missing_reason
+from medtune.data.record_checks import image_missing_reason, outside_reason
 from medtune.data.records import RejectionLog, ReportRecord
 from medtune.data.report_sections import clean_text, compose_report
 
@@ -40,15 +40,21 @@ def read_openi_xml_folder(
     """Return the OpenI reports of split from a folder of ecgen-radiology XML files."""
     image_root = image_root if image_root is not None else openi_image_folder(xml_folder.parent)
     records: list[ReportRecord] = []
-    for index, path in enumerate(sorted(xml_folder.glob("*.xml"))):
+    files = sorted(xml_folder.glob("*.xml"))
+    log.saw(len(files))
+    for index, path in enumerate(files):
         try:
             root = ET.parse(path).getroot()
-        except ET.ParseError as e:
+        except (ET.ParseError, UnicodeDecodeError) as e:
             log.reject(path, index, path.stem, None, f"is not well-formed XML ({e}); re-extract the archive.")
+            continue
+        except OSError as e:
+            log.reject(path, index, path.stem, None, f"cannot be read ({e.strerror or e}).")
             continue
         uid = root.find("uId")
         study_id = uid.get("id") if uid is not None and uid.get("id") else path.stem
         if openi_split_of(study_id) != split:
+            log.leave_out("fall in another split (medtune splits OpenI 7:1:2 by a hash of the report id)")
             continue
         found = {"findings": "", "impression": ""}
         for node in root.iter("AbstractText"):
@@ -66,6 +72,16 @@ def read_openi_xml_folder(
             )
             continue
         ids = [node.get("id") for node in root.iter("parentImage") if node.get("id")]
+        outside = next((i for i in ids if outside_reason(image_root, image_root / f"{i}.png")), None)
+        if outside is not None:
+            log.reject(
+                path,
+                index,
+                study_id,
+                "parentImage",
+                outside_reason(image_root, image_root / f"{outside}.png"),
+            )
+            continue
         if not ids:
             log.reject(path, index, study_id, "parentImage", "the report references no images.")
             continue

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from medtune.data.record_checks import image_missing_reason, missing_field
+from medtune.data.record_checks import (
+    file_error,
+    image_missing_reason,
+    missing_field,
+    outside_reason,
+    read_json_file,
+)
 from medtune.data.records import RejectionLog, ReportRecord
 from medtune.data.report_sections import clean_text
 
@@ -18,21 +23,17 @@ def read_r2gen_annotation(
     """Return the report records of one split of an R2Gen annotation.json (images under images/)."""
     if image_root is None:
         image_root = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        log.reject(path, None, None, None, f"is not valid JSON ({e}); fix or re-download the file.")
-        return []
+    data = read_json_file(path)
     key = R2GEN_SPLITS[split]
     if not isinstance(data, dict) or key not in data:
-        log.reject(path, None, None, key, "an R2Gen annotation.json is an object with train/val/test lists.")
-        return []
+        raise file_error(
+            path,
+            f"has no {key!r} list; an R2Gen annotation.json is an object with train, val and test lists of reports.",
+        )
     rows = data[key]
     if not isinstance(rows, list):
-        log.reject(
-            path, None, None, key, f"the {key!r} entry is a {type(rows).__name__}, not a list of reports."
-        )
-        return []
+        raise file_error(path, f"the {key!r} entry is a JSON {type(rows).__name__}, not a list of reports.")
+    log.saw(len(rows))
     records: list[ReportRecord] = []
     seen: set[str] = set()
     for index, row in enumerate(rows):
@@ -42,8 +43,16 @@ def read_r2gen_annotation(
             log.reject(path, index, rid, absent, f"the entry has no {absent!r} field; R2Gen entries need it.")
             continue
         study_id = str(row["id"])
-        report = clean_text(str(row["report"]))
+        if not isinstance(row["report"], str):
+            log.reject(
+                path, index, rid, "report", f"the report is a JSON {type(row['report']).__name__}, not text."
+            )
+            continue
+        report = clean_text(row["report"])
         paths = row["image_path"] if isinstance(row["image_path"], list) else [row["image_path"]]
+        if not all(isinstance(p, str) and p.strip() for p in paths):
+            log.reject(path, index, rid, "image_path", "each image path must be a non-empty string.")
+            continue
         if study_id in seen:
             log.reject(path, index, rid, "id", "this id appears twice in the split; ids must be unique.")
             continue
@@ -53,8 +62,9 @@ def read_r2gen_annotation(
         if not paths:
             log.reject(path, index, rid, "image_path", "the entry lists no images; each report needs one.")
             continue
-        images = [image_root / str(p) for p in paths]
-        reason = next((r for r in map(image_missing_reason, images) if r), None)
+        images = [image_root / p for p in paths]
+        reason = next((outside_reason(image_root, i) for i in images if outside_reason(image_root, i)), None)
+        reason = reason or next((r for r in map(image_missing_reason, images) if r), None)
         if reason is not None:
             log.reject(path, index, rid, "image_path", reason)
             continue

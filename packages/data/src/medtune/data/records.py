@@ -71,8 +71,16 @@ class DataError(ValueError):
         self.rejection = rejection
 
 
+class EmptySplitError(DataError):
+    """Raised when a split has no records left: an empty file, a filter that kept none, or none valid."""
+
+
 class RejectionLog:
-    """Collects or raises rejections for one read, depending on the on_invalid mode."""
+    """Collects or raises rejections for one read, depending on the on_invalid mode.
+
+    It also counts the rows a reader saw and those it left out on purpose (another language, another
+    split), so that an empty result can say which filter emptied it.
+    """
 
     def __init__(self, on_invalid: OnInvalid = "raise", rejected: list | None = None):
         if on_invalid not in ("raise", "report"):
@@ -85,6 +93,18 @@ class RejectionLog:
         self.on_invalid = on_invalid
         self.rejected = rejected
         self.count = 0
+        self.rows = 0
+        self.filtered: dict[str, int] = {}
+        self.first: Rejection | None = None
+
+    def saw(self, rows: int) -> None:
+        """Count ``rows`` more input rows examined."""
+        self.rows += rows
+
+    def leave_out(self, why: str, rows: int = 1) -> None:
+        """Count ``rows`` rows left out on purpose, grouped by ``why`` (e.g. "have q_lang 'zh'")."""
+        if rows > 0:
+            self.filtered[why] = self.filtered.get(why, 0) + rows
 
     def reject(
         self, file: str | Path, index: int | None, record_id: object, field: str | None, reason: str
@@ -96,12 +116,34 @@ class RejectionLog:
         assert self.rejected is not None
         self.rejected.append(rejection)
         self.count += 1
+        self.first = self.first or rejection
+
+    def empty_split(self, file: str | Path, split: str) -> EmptySplitError:
+        """Return the error for a read of ``split`` from ``file`` that kept no record, saying what emptied it."""
+        what = f"the {split} split is empty"
+        if self.rows == 0:
+            reason = f"{what}: the file holds no records"
+        else:
+            parts = [f"{n} {why}" for why, n in sorted(self.filtered.items(), key=lambda kv: -kv[1])]
+            if self.count:
+                parts.append(
+                    f"{self.count} invalid (the first: {self.first.message() if self.first else '?'})"
+                )
+            reason = f"{what}: of its {self.rows} record(s), {'; '.join(parts)}"
+        return EmptySplitError(
+            Rejection(
+                str(file), None, None, None, f"{reason}; training and scoring need at least one record."
+            )
+        )
 
     def summarise(self, what: str) -> None:
         """Log how many records this read rejected (report mode only)."""
         if self.count:
             logger.warning(
-                "%s: rejected %d record(s); see the rejections list for each reason.", what, self.count
+                "%s: rejected %d of %d record(s); see the rejections list for each reason.",
+                what,
+                self.count,
+                self.rows,
             )
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from medtune.data.mimic import MIMIC_SPLIT_CSV, find_mimic_split_csv, read_mimic
 from medtune.data.openi import OPENI_XML_FOLDER, read_openi_xml_folder
 from medtune.data.r2gen import read_r2gen_annotation
+from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, OnInvalid, RejectionLog, ReportRecord, Split
 
 ReportLayout = Literal["r2gen", "openi-xml", "mimic-cxr-jpg"]
@@ -16,7 +17,7 @@ ReportLayout = Literal["r2gen", "openi-xml", "mimic-cxr-jpg"]
 def detect_report_layout(source: Path) -> ReportLayout:
     """Return which report layout a folder or file is in (raises naming the expected layouts)."""
     if source.is_file():
-        if source.suffix == ".json":
+        if source.suffix == ".json" and isinstance(read_json_file(source), dict):
             return "r2gen"
         if source.name in MIMIC_SPLIT_CSV:
             return "mimic-cxr-jpg"
@@ -31,8 +32,7 @@ def detect_report_layout(source: Path) -> ReportLayout:
         raise FileNotFoundError(f"report dataset {source} does not exist; pass the dataset folder.")
     raise ValueError(
         f"{source} is not a known report layout: expected an R2Gen annotation.json, a MIMIC-CXR-JPG folder "
-        f"({MIMIC_SPLIT_CSV[0]} + files/) or an OpenI folder with {OPENI_XML_FOLDER}/; "
-        "pass layout='r2gen'|'openi-xml'|'mimic-cxr-jpg'."
+        f"({MIMIC_SPLIT_CSV[0]} + files/) or an OpenI folder with {OPENI_XML_FOLDER}/ (or *.xml reports)."
     )
 
 
@@ -57,16 +57,21 @@ def read_reports(
     if layout == "r2gen":
         path = source / "annotation.json" if source.is_dir() else source
         records = read_r2gen_annotation(path, split, log, images)
+        where = path
     elif layout == "openi-xml":
         xml_folder = source / OPENI_XML_FOLDER if (source / OPENI_XML_FOLDER).is_dir() else source
         records = read_openi_xml_folder(xml_folder, split, log, images, sections)
+        where = xml_folder
     elif layout == "mimic-cxr-jpg":
         root = source if source.is_dir() else source.parent
         reports = Path(reports_folder) if reports_folder is not None else None
         records = read_mimic(root, split, log, reports, sections)
+        where = find_mimic_split_csv(root) or root
     else:
         raise ValueError(
             f"unknown report layout {layout!r}; expected 'r2gen', 'openi-xml' or 'mimic-cxr-jpg'."
         )
     log.summarise(str(source))
+    if not records:
+        raise log.empty_split(where, split)
     return records

@@ -57,6 +57,7 @@ def read_slake_file(
             log.reject(path, index, rid, missing_field(row, ("q_lang",)), "the record has no q_lang field.")
             continue
         if lang != "all" and row["q_lang"] != lang:
+            log.leave_out(f"have q_lang {row['q_lang']!r}, and this read keeps {lang!r} only")
             continue
         absent = missing_field(row, _REQUIRED)
         if absent is not None:
@@ -76,6 +77,7 @@ def read_slake_file(
             "slake",
             extra,
             seen,
+            image_root,
         )
         if record is not None:
             records.append(record)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import difflib
 from pathlib import Path
 from typing import Literal
 
 from medtune.data.llava_json import read_llava_file
-from medtune.data.records import SPLITS, OnInvalid, RejectionLog, Split, VQARecord
+from medtune.data.record_checks import read_json_file
+from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord
 from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
 from medtune.data.vqarad import VQARAD_IMAGES, VQARAD_JSON, read_vqarad_file
 
@@ -22,8 +23,8 @@ _LLAVA_SPLIT_FILES = {
 def _peek_layout(path: Path) -> VQALayout | None:
     """Return the layout a JSON file's first record looks like, or None."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        data = read_json_file(path)
+    except DataError:
         return None
     first = data[0] if isinstance(data, list) and data else None
     if not isinstance(first, dict):
@@ -35,6 +36,35 @@ def _peek_layout(path: Path) -> VQALayout | None:
     if "phrase_type" in first or "image_name" in first:
         return "vqa-rad"
     return None
+
+
+def _folder_hints(folder: Path) -> str:
+    """Return '; found ...' naming what a folder holds, near misses of the expected names, bad JSON."""
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not names:
+        return "; the folder is empty."
+    expected = [VQARAD_JSON, VQARAD_IMAGES, "imgs", *(n for ns in SPLIT_FILES.values() for n in ns)]
+    hints = []
+    for name in names:
+        if name in expected and (folder / name).is_file():
+            problem = _parse_problem(folder / name)
+            if problem:
+                hints.append(f"{name!r} {problem.rstrip('.')}")
+        elif name not in expected:
+            match = difflib.get_close_matches(name, expected, n=1, cutoff=0.8)
+            if match:
+                hints.append(f"{name!r} looks like a misspelt {match[0]!r}")
+    found = ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"; found {found}" + "".join(f"; {h}" for h in hints) + "."
+
+
+def _parse_problem(path: Path) -> str:
+    """Return why a JSON file cannot be parsed, or '' when it can."""
+    try:
+        read_json_file(path)
+    except DataError as e:
+        return e.rejection.reason
+    return ""
 
 
 def detect_layout(source: Path) -> VQALayout:
@@ -52,17 +82,18 @@ def detect_layout(source: Path) -> VQALayout:
                         return found
         raise ValueError(
             f"{source} is not a known VQA layout: expected a Slake 1.0 folder (train.json, validate.json, "
-            f"test.json, imgs/), a VQA-RAD folder ({VQARAD_JSON!r}) or a folder of LLaVA conversation "
-            "JSON files named by split; pass layout='slake'|'vqa-rad'|'llava' to force one."
+            f"test.json, imgs/), a VQA-RAD folder ({VQARAD_JSON!r} and {VQARAD_IMAGES!r}/) or a folder of "
+            f"LLaVA conversation JSON files named by split{_folder_hints(source)}"
         )
     if source.is_file():
         if source.name == VQARAD_JSON:
             return "vqa-rad"
         found = _peek_layout(source)
         if found is None:
+            read_json_file(source)  # a file that does not parse says so
             raise ValueError(
-                f"{source}: cannot tell the layout from the first record (no 'conversations', 'q_lang' or "
-                "'phrase_type' field); pass layout='slake'|'vqa-rad'|'llava'."
+                f"{source}: cannot tell the VQA layout from its first record (no 'conversations', 'q_lang' or "
+                "'phrase_type' field; an empty file has none)"
             )
         return found
     raise FileNotFoundError(f"VQA dataset {source} does not exist; pass the dataset folder or a JSON file.")
@@ -95,9 +126,13 @@ def read_vqa(
     elif layout == "vqa-rad":
         path = source / VQARAD_JSON if source.is_dir() else source
         if folder is None and not (path.parent / VQARAD_IMAGES).is_dir():
+            near = difflib.get_close_matches(
+                VQARAD_IMAGES, [p.name for p in path.parent.iterdir() if p.is_dir()], n=1, cutoff=0.6
+            )
             raise FileNotFoundError(
-                f"VQA-RAD image folder {path.parent / VQARAD_IMAGES} does not exist; "
-                "keep it next to the JSON or pass image_folder=."
+                f"VQA-RAD image folder {path.parent / VQARAD_IMAGES} does not exist"
+                + (f" (there is {near[0]!r}: rename it to {VQARAD_IMAGES!r})" if near else "")
+                + "; keep the image folder next to the JSON under that name."
             )
         records = read_vqarad_file(path, split, log, folder, vqarad_freeform_only)
     elif layout == "llava":
@@ -114,4 +149,6 @@ def read_vqa(
     else:
         raise ValueError(f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad' or 'llava'.")
     log.summarise(str(path))
+    if not records:
+        raise log.empty_split(path, split)
     return records

@@ -45,7 +45,9 @@ def read_vqarad_file(
         if absent is not None:
             log.reject(path, index, rid, absent, f"the record has no {absent!r} field; VQA-RAD rows need it.")
             continue
-        if not vqarad_split_selects(str(row["phrase_type"]).strip(), split, freeform_only):
+        phrase_type = str(row["phrase_type"]).strip()
+        if not vqarad_split_selects(phrase_type, split, freeform_only):
+            log.leave_out(f"have phrase_type {phrase_type!r}, which is not in the {split} split")
             continue
         extra = {k: v for k, v in row.items() if k not in ("qid", "question", "answer", "answer_type")}
         record = build_vqa_record(
@@ -60,6 +62,7 @@ def read_vqarad_file(
             "vqa-rad",
             extra,
             seen,
+            image_root,
         )
         if record is not None:
             records.append(record)
