@@ -103,3 +103,13 @@ def test_empty_prediction_scores_zero_and_is_counted():
 def test_different_lengths_is_a_clear_error():
     with pytest.raises(ValueError, match="2 predictions and 1 references"):
         _text(["a", "b"], ["a"])
+
+
+def test_text_metrics_name_their_implementation(tiny_bert_dir):
+    scores = score_text(["the lung is normal"], ["the lung is normal"], bertscore_model=str(tiny_bert_dir))
+    assert scores["meteor_implementation"].startswith("nltk ")
+    assert scores["meteor_implementation"].endswith(scores["meteor_variant"])
+    assert "no stemming" in scores["rougeL_implementation"]
+    assert scores["rougeL_implementation"].startswith("rouge-score ")
+    assert f"encoder {tiny_bert_dir} layer 2" in scores["bertscore_implementation"]
+    assert scores["bertscore_implementation"].startswith("bert-score ")

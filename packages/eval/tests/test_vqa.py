@@ -15,6 +15,15 @@ from medtune.eval import SCORER_VERSION, normalize_answer, score_vqa, score_vqa_
         ("3.5 cm", "3.5 cm"),
         ("1,000", "1000"),
         ("an  apple", "apple"),
+        ("twelve", "12"),  # number words up to twenty
+        ("liver.spleen", "liver spleen"),  # a period between words is a word break
+        ("yes: liver", "yes liver"),  # every mark outside words is punctuation
+        ("yes###Human: is it?", "yes"),  # the answer ends at an end marker
+        ("yes</s>", "yes"),
+        ("### yes", "yes"),  # a leading marker leaves the answer after it
+        ("CT图像", "ct 图 像"),  # unspaced scripts: one token per character
+        ("是的，", "是 的"),  # CJK punctuation is punctuation
+        ("ＣＴ", "ct"),  # full-width forms fold (NFKC)
     ],
 )
 def test_normalize_answer(raw, normalised):
@@ -39,6 +48,59 @@ def test_closed_is_word_containment_and_open_is_token_recall():
     assert (scores["n_open"], scores["n_closed"]) == (3, 2)
     assert scores["scorer_version"] == SCORER_VERSION
     assert "containment" in SCORER_VERSION and "recall" in SCORER_VERSION
+    # the top-level keys are the medtune variant, under its own name as well
+    assert scores["scorer_variant"] == "medtune"
+    for key in ("open", "closed", "global", "open_exact", "n_open"):
+        assert scores[f"medtune/{key}"] == scores[key]
+
+
+@pytest.mark.parametrize("prediction", ["normal", "There is a nodule", "not sure", "No lesion is seen"])
+def test_closed_matches_whole_words_only(prediction):
+    expected = 1.0 if prediction.startswith("No ") else 0.0
+    assert score_vqa([prediction], ["no"], ["closed"])["closed"] == expected
+
+
+def test_closed_multiword_answers_must_appear_in_order():
+    assert score_vqa(["the left lung is clear"], ["left lung"], ["closed"])["closed"] == 1.0
+    assert score_vqa(["lung on the left"], ["left lung"], ["closed"])["closed"] == 0.0
+
+
+def test_open_recall_clips_repeated_words():
+    # "lung" said three times is recalled once: 1 of the 2 answer words
+    assert score_vqa(["lung lung lung"], ["left lung"], ["open"])["open"] == pytest.approx(0.5)
+    assert score_vqa(["left left lung"], ["left left lung"], ["open"])["open"] == 1.0
+
+
+def test_numbers_as_digits_and_words():
+    assert score_vqa(["two", "12 lesions"], ["2", "twelve"], ["open", "closed"])["global"] == 1.0
+
+
+def test_end_markers_do_not_cost_the_answer():
+    scores = score_vqa(["yes</s>", "lung###Human: what"], ["yes", "lung"], ["closed", "open"])
+    assert scores["closed"] == 1.0 and scores["open"] == 1.0
+    assert scores["global_exact"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answer", "answer_type", "expected"),
+    [
+        # Slake's Chinese answers: closed 是/否, open organ, modality and plane names
+        ("是的", "是", "closed", 1.0),
+        ("是", "是", "closed", 1.0),
+        ("否", "是", "closed", 0.0),
+        ("不是", "是", "closed", 0.0),  # a negated match is no match
+        ("没有", "有", "closed", 0.0),
+        ("有，在左肺", "有", "closed", 1.0),
+        ("CT图像", "CT", "open", 1.0),
+        ("这是一张MRI图像", "MRI", "open", 1.0),
+        ("肝", "肝脏", "open", 0.5),  # one of the answer's two characters
+        ("左肺和右肺", "右肺", "open", 1.0),
+        ("横断面", "冠状面", "open", 1 / 3),  # only 面 is shared
+    ],
+)
+def test_chinese_is_matched_by_character(prediction, answer, answer_type, expected):
+    scores = score_vqa([prediction], [answer], [answer_type])
+    assert scores[answer_type] == pytest.approx(expected)
 
 
 def test_answer_types_are_normalised():

@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from medtune.eval.inputs import as_text_list, check_lengths
 
 # bert-score's own default for English text.
 DEFAULT_BERTSCORE_MODEL = "roberta-large"
+
+
+def package_version(name: str) -> str:
+    """Return the installed version of distribution `name`, or "unknown" when it has no metadata."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,16 @@ class BertScoreResult:
     model: str | None = None
     num_layers: int | None = None
     skipped_reason: str | None = None
+
+    @property
+    def implementation(self) -> str | None:
+        """A label naming the library, encoder and layer behind the numbers (None when skipped)."""
+        if self.model is None:
+            return None
+        return (
+            f"bert-score {package_version('bert-score')}, encoder {self.model} layer {self.num_layers}, "
+            "no idf weighting, no baseline rescaling"
+        )
 
 
 def resolve_local_encoder(model: str | None) -> tuple[Path | None, str]:
@@ -65,6 +86,9 @@ def bertscore(
     predictions: list[str], references: list[str], *, model: str | None = None, num_layers: int | None = None
 ) -> BertScoreResult:
     """Return the mean BERTScore of the pairs with a local encoder, or a result naming why it was skipped."""
+    predictions = as_text_list(predictions, "predictions", missing="empty")
+    references = as_text_list(references, "references", missing="error")
+    check_lengths(predictions=predictions, references=references)
     directory, name = resolve_local_encoder(model)
     if directory is None:
         return BertScoreResult(skipped_reason=name)

@@ -55,7 +55,9 @@ def as_text_list(values: Any, name: str, *, missing: Missing) -> list[str]:
             f"wrap it in a list: [{values!r:.40}]."
         )
     if isinstance(values, Mapping) or not isinstance(values, Iterable):
-        raise TypeError(f"{name} must be a list with one entry per question, not a {type(values).__name__}.")
+        raise TypeError(
+            f"{name} must be a list with one entry per question; got {type(values).__name__} {values!r:.60}."
+        )
     return [as_text(value, name, index, missing) for index, value in enumerate(values)]
 
 

@@ -6,7 +6,8 @@ import re
 import sys
 from typing import Any
 
-from medtune.eval.bertscore import bertscore
+from medtune.eval.bertscore import bertscore, package_version
+from medtune.eval.inputs import as_text_list, check_lengths
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -33,10 +34,31 @@ def _wordnet_or_none() -> Any | None:
     return wordnet
 
 
+def _pairs(predictions: Any, references: Any) -> tuple[list[str], list[str]]:
+    predictions = as_text_list(predictions, "predictions", missing="empty")
+    references = as_text_list(references, "references", missing="error")
+    check_lengths(predictions=predictions, references=references)
+    return predictions, references
+
+
+def meteor_implementation(variant: str) -> str:
+    """Return a label naming the METEOR implementation and matcher behind `meteor`."""
+    return (
+        f"nltk {package_version('nltk')} meteor_score (alpha 0.9, beta 3, gamma 0.5), "
+        f"regex word split, matching {variant}"
+    )
+
+
+def rouge_l_implementation() -> str:
+    """Return a label naming the ROUGE-L implementation behind `rouge_l`."""
+    return f"rouge-score {package_version('rouge-score')} rougeL, no stemming, its default tokenizer"
+
+
 def meteor(predictions: list[str], references: list[str]) -> tuple[float, str]:
     """Return the mean NLTK METEOR over pairs and which matcher it used ("exact+stem+wordnet" or "exact+stem")."""
     from nltk.translate.meteor_score import meteor_score
 
+    predictions, references = _pairs(predictions, references)
     wordnet = _wordnet_or_none()
     variant = "exact+stem+wordnet" if wordnet is not None else "exact+stem"
     matcher = wordnet if wordnet is not None else _NoSynonyms()
@@ -51,6 +73,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Return ROUGE-L recall, precision and F1 (rouge-score, no stemming) averaged over pairs."""
     from rouge_score import rouge_scorer
 
+    predictions, references = _pairs(predictions, references)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     totals = {"rougeL_recall": 0.0, "rougeL_precision": 0.0, "rougeL_f1": 0.0}
     for pred, ref in zip(predictions, references):
@@ -63,6 +86,8 @@ def rouge_l(predictions: list[str], references: list[str]) -> dict[str, float]:
 
 def count_tokens(text: str, tokenizer: Any | None = None) -> int:
     """Return the number of tokens of `text` (tokenizer ids without special tokens, else whitespace words)."""
+    if not isinstance(text, str):
+        raise TypeError(f"count_tokens takes one text (a str), not a {type(text).__name__}.")
     if tokenizer is None:
         return len(text.split())
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -77,6 +102,8 @@ def tokenizer_unit(tokenizer: Any | None) -> str:
 
 def mean_tokens(predictions: list[str], tokenizer: Any | None = None) -> float:
     """Return the mean token count of the predictions."""
+    predictions = as_text_list(predictions, "predictions", missing="empty")
+    check_lengths(predictions=predictions)
     return sum(count_tokens(p, tokenizer) for p in predictions) / len(predictions)
 
 
@@ -90,14 +117,7 @@ def score_text(
 ) -> dict:
     """Return BERTScore P/R/F1 (or `bertscore_skipped` with the reason), METEOR, ROUGE-L R/P/F1 and
     mean tokens, each averaged over prediction/reference pairs and as fractions in [0, 1]."""
-    if len(predictions) != len(references):
-        raise ValueError(
-            f"Got {len(predictions)} predictions and {len(references)} references; they must have the "
-            "same length, one reference per prediction, in the same order."
-        )
-    if not predictions:
-        raise ValueError("There are no predictions to score; pass at least one prediction.")
-    predictions = ["" if p is None else p for p in predictions]
+    predictions, references = _pairs(predictions, references)
     result: dict[str, Any] = {}
     bert = bertscore(predictions, references, model=bertscore_model, num_layers=bertscore_num_layers)
     if bert.skipped_reason is not None:
@@ -110,9 +130,12 @@ def score_text(
             bertscore_f1=bert.f1,
             bertscore_model=bert.model,
             bertscore_num_layers=bert.num_layers,
+            bertscore_implementation=bert.implementation,
         )
     result["meteor"], result["meteor_variant"] = meteor(predictions, references)
+    result["meteor_implementation"] = meteor_implementation(result["meteor_variant"])
     result.update(rouge_l(predictions, references))
+    result["rougeL_implementation"] = rouge_l_implementation()
     result["mean_tokens"] = mean_tokens(predictions, tokenizer)
     result["mean_tokens_unit"] = tokenizer_unit(tokenizer)
     result["n_text"] = len(predictions)

@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from medtune.eval import read_predictions, write_eval_outputs
+
+
+def test_scores_json_names_the_variant_of_every_number(tmp_path):
+    scores = write_eval_outputs(
+        tmp_path,
+        qids=["q1", "q2", "q3"],
+        questions=["Is it normal?", "Which organ?", "Is there a mass?"],
+        answers=["no", "left lung", "yes"],
+        answer_types=["CLOSED", "OPEN", "CLOSED "],
+        predictions=["It looks normal", "lung lung", 3],
+        dataset="slake",
+        split="test",
+        bertscore_model="medtune-tests/no-such-encoder",
+    )
+    written = json.loads((tmp_path / "scores.json").read_text())
+    assert written == scores
+    assert written["scorer_variant"] == "medtune"
+    assert written["medtune/closed"] == written["closed"] == 0.0
+    assert written["llava-med/closed"] == 1.0  # "no" in "it looks normal"; 'CLOSED ' dropped
+    assert written["llava-med/n_dropped"] == 1
+    assert written["llava-med/open"] == pytest.approx(2 / 3)  # unclipped: 2 / (2 + 1)
+    assert written["medtune/open"] == pytest.approx(1 / 2)
+    rows = read_predictions(tmp_path / "predictions.jsonl")
+    assert [row["score"] for row in rows] == [0.0, 0.5, 0.0]
+    assert [row["llava_med_score"] for row in rows] == [1.0, pytest.approx(2 / 3), None]
+    assert rows[2]["prediction"] == "3"
