@@ -7,13 +7,14 @@ from medtune.eval.plots import plot_loss, read_loss_history
 from medtune.eval.predictions import prediction_rows, read_predictions, write_predictions
 from medtune.eval.report import write_report
 from medtune.eval.runs import load_runs
-from medtune.eval.scores import eval_dir_name, score_predictions, write_eval_outputs
+from medtune.eval.scores import eval_dir_name, score_predictions, vqa_summary, write_eval_outputs
 from medtune.eval.text import count_tokens, score_text
-from medtune.eval.vqa import SCORER_VERSION, ItemScore, score_vqa, score_vqa_per_item
+from medtune.eval.vqa import SCORER_VARIANTS, SCORER_VERSION, ItemScore, score_vqa, score_vqa_per_item
 
 __all__ = [
     "DEFAULT_BERTSCORE_MODEL",
     "PAPER_GENERATION",
+    "SCORER_VARIANTS",
     "SCORER_VERSION",
     "ItemScore",
     "count_tokens",
@@ -30,6 +31,7 @@ __all__ = [
     "score_text",
     "score_vqa",
     "score_vqa_per_item",
+    "vqa_summary",
     "write_eval_outputs",
     "write_predictions",
     "write_report",

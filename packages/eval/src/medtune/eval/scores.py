@@ -10,7 +10,7 @@ from typing import Any
 from medtune.eval.inputs import as_text_list, check_lengths
 from medtune.eval.predictions import prediction_rows, write_predictions
 from medtune.eval.text import count_tokens, score_text
-from medtune.eval.vqa import score_vqa, score_vqa_per_item
+from medtune.eval.vqa import SCORER_VARIANTS, score_vqa, score_vqa_per_item
 
 # Answer types of report-generation records: scored with the text metrics only.
 TEXT_ANSWER_TYPES = frozenset({"report", "text", ""})
@@ -102,3 +102,25 @@ def eval_dir_name(dataset: str, split: str) -> str:
     """Return the sub-directory name `eval-<dataset>-<split>` used for evaluations of an existing run."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
     return f"eval-{safe}-{split}"
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def vqa_summary(scores: dict, scorer: str = "medtune") -> str:
+    """Return 'medtune: open 41.2% | closed 77.0% | global 62.5% (llava-med: open ...)', led by `scorer`."""
+    if scorer not in SCORER_VARIANTS:
+        raise ValueError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORER_VARIANTS)}.")
+    order = [scorer, *(v for v in SCORER_VARIANTS if v != scorer)]
+    parts = []
+    for variant in order:
+        if f"{variant}/global" not in scores:
+            continue  # scores written before both variants were reported
+        parts.append(
+            f"{variant}: "
+            + " | ".join(f"{k} {_percent(scores[f'{variant}/{k}'])}" for k in ("open", "closed", "global"))
+        )
+    if not parts:
+        return " | ".join(f"{k} {_percent(scores.get(k))}" for k in ("open", "closed", "global"))
+    return parts[0] + "".join(f" ({part})" for part in parts[1:])

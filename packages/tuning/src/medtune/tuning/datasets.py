@@ -49,8 +49,11 @@ def read_records(
         ) from None
 
 
-def format_scores(scores: dict) -> str:
-    """Return 'open 41.2% | closed 77.0% | global 62.5%' for VQA, METEOR and ROUGE-L F1 for reports."""
+def format_scores(scores: dict, scorer: str = "medtune") -> str:
+    """Return both VQA variants, `scorer` first ('medtune: open 41.2% | ... (llava-med: ...)'), or
+    METEOR and ROUGE-L F1 for reports."""
+    from medtune.eval import vqa_summary
+
     if "global" in scores:
-        return " | ".join(f"{k} {100 * scores[k]:.1f}%" for k in ("open", "closed", "global"))
+        return vqa_summary(scores, scorer)
     return f"METEOR {100 * scores['meteor']:.2f}% | ROUGE-L F1 {100 * scores['rougeL_f1']:.2f}%"

@@ -35,6 +35,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="a bad record stops (raise, default) or is skipped and listed in each eval folder's rejected.jsonl",
     )
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--scorer",
+        choices=["medtune", "llava-med"],
+        default="medtune",
+        help="which VQA scorer leads the score summary (default medtune: whole-word closed, "
+        "clipped recall; llava-med: LLaVA-Med's published scorer); scores.json always holds both",
+    )
     return p
 
 
@@ -110,5 +117,6 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.quiet,
         )
-        print(f"{adapter.parent.name}: {dataset_name}/{args.split}: {format_scores(scores)} -> {out}")
+        summary = format_scores(scores, args.scorer)
+        print(f"{adapter.parent.name}: {dataset_name}/{args.split}: {summary} -> {out}")
     return 0

@@ -109,6 +109,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--accelerate-config", type=Path, help="accelerate config file for --num-processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--scorer",
+        choices=["medtune", "llava-med"],
+        default="medtune",
+        help="which VQA scorer leads the score summary (default medtune: whole-word closed, "
+        "clipped recall; llava-med: LLaVA-Med's published scorer); scores.json always holds both",
+    )
     return p
 
 
@@ -210,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"loss                 : {result.first_loss:.3f} -> {result.last_loss:.3f}")
     if result.before is not None:
-        print(f"scores before        : {format_scores(result.before)}")
+        print(f"scores before        : {format_scores(result.before, args.scorer)}")
     if result.after is not None:
-        print(f"scores after         : {format_scores(result.after)}")
+        print(f"scores after         : {format_scores(result.after, args.scorer)}")
     print(f"time                 : {result.seconds:.0f} s")
     print(f"run directory        : {result.run_dir}")
     return 0
