@@ -86,13 +86,15 @@ def test_llava_json_round_trip_from_slake(tmp_path, builders):
     ]
 
 
-def test_llava_multi_turn_gives_one_record_per_pair(tmp_path, builders):
+def test_llava_multi_turn_gives_one_record_with_its_history(tmp_path, builders):
     row = builders.llava_row(
         "m", "images/m.png", "<image>\nIs the heart enlarged?", "no", answer_type="CLOSED"
     )
     row["conversations"] += [{"from": "human", "value": "Which organ?"}, {"from": "gpt", "value": "heart"}]
     path = builders.build_llava(tmp_path / "m.json", [row])
-    assert [(r.qid, r.answer) for r in read_llava_json(path)] == [("m#0", "no"), ("m#1", "heart")]
+    (record,) = read_llava_json(path)
+    assert (record.qid, record.question, record.answer) == ("m", "Which organ?", "heart")
+    assert record.extra["history"] == [["Is the heart enlarged?", "no"]]
 
 
 def test_unknown_folder_is_a_clear_error(tmp_path):

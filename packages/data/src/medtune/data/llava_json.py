@@ -1,4 +1,4 @@
-"""LLaVA conversation JSON (LLaVA-Med fine-tuning format): read it, and export any VQA records to it."""
+"""LLaVA conversation JSON (LLaVA-Med fine-tuning format) and LLaVA-Med question JSONL: read them, export to JSON."""
 
 from __future__ import annotations
 
@@ -12,20 +12,50 @@ from medtune.data.records import OnInvalid, RejectionLog, VQARecord
 IMAGE_PLACEHOLDER = "<image>"
 _HUMAN = ("human", "user")
 _GPT = ("gpt", "assistant")
+# Where LLaVA-Med question files keep a reference answer, in the order looked for.
+QUESTION_FILE_ANSWERS = ("answer", "gpt4_answer", "gt_answer")
 
 
 def _strip_placeholder(text: str) -> str:
     return " ".join(text.replace(IMAGE_PLACEHOLDER, " ").split())
 
 
-def _infer_answer_type(answer: str) -> str:
-    # LLaVA-Med's own scorer treats yes/no answers as closed when no type is given.
-    return "CLOSED" if normalise_answer(answer) in ("yes", "no") else "OPEN"
+def infer_answer_type(answer: str) -> str:
+    """Return CLOSED for a yes/no answer and OPEN otherwise (LLaVA-Med's scorer, where no type is given)."""
+    return "CLOSED" if normalise_answer(answer).lower() in ("yes", "no") else "OPEN"
 
 
-def read_llava_file(path: Path, log: RejectionLog, image_folder: Path | None = None) -> list[VQARecord]:
-    """Return one record per human/gpt turn pair of a LLaVA conversation JSON list."""
-    image_folder = image_folder if image_folder is not None else path.parent
+def _turns_problem(turns: object) -> tuple[str, str] | None:
+    """Return (field, reason) when conversations is not human/gpt turns ending with gpt, else None."""
+    if not isinstance(turns, list) or not turns:
+        return "conversations", "needs a non-empty list of alternating human/gpt turns."
+    for k, turn in enumerate(turns):
+        expected = _HUMAN if k % 2 == 0 else _GPT
+        if not isinstance(turn, dict) or missing_field(turn, ("from", "value")) is not None:
+            return f"conversations[{k}]", "turns must be {from, value} objects alternating human then gpt."
+        if turn["from"] not in expected:
+            return (
+                f"conversations[{k}]",
+                f"turn {k} is from {turn['from']!r}, but turns must alternate human then gpt.",
+            )
+    if len(turns) % 2:
+        return (
+            f"conversations[{len(turns) - 1}]",
+            "the conversation ends with a human turn that has no gpt answer; every human turn needs the "
+            "gpt reply it is trained on, so answer it or remove it.",
+        )
+    return None
+
+
+def read_llava_file(
+    path: Path, log: RejectionLog, image_folder: Path | None = None, confined: bool = False
+) -> list[VQARecord]:
+    """Return one record per LLaVA conversation: its last human/gpt pair, the earlier pairs as extra['history'].
+
+    Images resolve against image_folder (the file's folder by default); with confined, a path that
+    leaves that folder is rejected.
+    """
+    folder = image_folder if image_folder is not None else path.parent
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(load_json_list(path, log)):
@@ -34,55 +64,37 @@ def read_llava_file(path: Path, log: RejectionLog, image_folder: Path | None = N
         if absent is not None:
             log.reject(path, index, rid, absent, f"the record has no {absent!r} field; LLaVA rows need it.")
             continue
-        turns = row["conversations"]
-        if not isinstance(turns, list) or not turns or len(turns) % 2:
-            log.reject(
-                path, index, rid, "conversations", "needs a non-empty list of alternating human/gpt turns."
-            )
+        problem = _turns_problem(row["conversations"])
+        if problem is not None:
+            log.reject(path, index, rid, *problem)
             continue
-        bad = next(
-            (
-                k
-                for k, t in enumerate(turns)
-                if not isinstance(t, dict)
-                or missing_field(t, ("from", "value")) is not None
-                or t["from"] not in (_HUMAN if k % 2 == 0 else _GPT)
-            ),
-            None,
-        )
-        if bad is not None:
-            log.reject(
-                path,
-                index,
-                rid,
-                f"conversations[{bad}]",
-                "turns must be {from, value} objects alternating human then gpt.",
-            )
-            continue
-        pairs = len(turns) // 2
+        image = folder / str(row["image"])
+        turns = [str(t["value"]) for t in row["conversations"]]
+        pairs = [(_strip_placeholder(turns[k]), turns[k + 1]) for k in range(0, len(turns), 2)]
         extra = {k: v for k, v in row.items() if k not in ("id", "image", "conversations", "answer_type")}
-        for k in range(pairs):
-            question, answer = turns[2 * k]["value"], turns[2 * k + 1]["value"]
-            qid = str(row["id"]) if pairs == 1 else f"{row['id']}#{k}"
-            answer_type = row.get("answer_type")
-            if answer_type is None:
-                answer_type = _infer_answer_type(str(answer))
-                extra = {**extra, "answer_type_inferred": True}
-            record = build_vqa_record(
-                log,
-                path,
-                index,
-                qid,
-                image_folder / str(row["image"]),
-                _strip_placeholder(str(question)),
-                answer,
-                answer_type,
-                "llava",
-                extra,
-                seen,
-            )
-            if record is not None:
-                records.append(record)
+        if len(pairs) > 1:  # the context every later turn is trained and asked with
+            extra["history"] = [list(pair) for pair in pairs[:-1]]
+        question, answer = pairs[-1]
+        answer_type = row.get("answer_type")
+        if answer_type is None:
+            answer_type = infer_answer_type(answer)
+            extra["answer_type_inferred"] = True
+        record = build_vqa_record(
+            log,
+            path,
+            index,
+            str(row["id"]),
+            image,
+            question,
+            answer,
+            answer_type,
+            "llava",
+            extra,
+            seen,
+            folder if confined else None,
+        )
+        if record is not None:
+            records.append(record)
     return records
 
 
@@ -93,9 +105,102 @@ def read_llava_json(
     on_invalid: OnInvalid = "raise",
     rejected: list | None = None,
 ) -> list[VQARecord]:
-    """Return the VQA records of a LLaVA conversation JSON file (images relative to image_folder or the file's folder)."""
+    """Return the VQA records of a LLaVA conversation JSON file (images under image_folder, else the file's folder)."""
     log = RejectionLog(on_invalid, rejected)
-    records = read_llava_file(Path(path), log, Path(image_folder) if image_folder is not None else None)
+    folder = Path(image_folder).expanduser() if image_folder is not None else None
+    records = read_llava_file(Path(path), log, folder, confined=folder is not None)
+    log.summarise(str(path))
+    return records
+
+
+def _jsonl_rows(path: Path, log: RejectionLog) -> list:
+    """Return the objects of a JSON Lines file, one per non-blank line; a line that does not parse is rejected."""
+    rows: list = []
+    with path.open(encoding="utf-8-sig") as f:
+        for number, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                log.reject(path, number, None, None, f"line {number + 1} is not valid JSON ({e.msg}).")
+                rows.append(None)
+    log.saw(len(rows))
+    return rows
+
+
+def read_question_file(
+    path: Path, log: RejectionLog, image_folder: Path | None = None, confined: bool = False
+) -> list[VQARecord]:
+    """Return the records of a LLaVA-Med question JSONL file (question_id, image, text per line).
+
+    The reference answer comes from the first of answer, gpt4_answer, gt_answer a line has; scoring needs
+    one, so a line without any is rejected (the file is for evaluation and prediction, not training).
+    """
+    folder = image_folder if image_folder is not None else path.parent
+    records: list[VQARecord] = []
+    seen: set[str] = set()
+    for index, row in enumerate(_jsonl_rows(path, log)):
+        if row is None:
+            continue
+        rid = row.get("question_id") if isinstance(row, dict) else None
+        absent = missing_field(row, ("question_id", "image", "text"))
+        if absent is not None:
+            log.reject(
+                path,
+                index,
+                rid,
+                absent,
+                f"the line has no {absent!r} field; LLaVA-Med question files need it.",
+            )
+            continue
+        answer_field = next((f for f in QUESTION_FILE_ANSWERS if row.get(f) is not None), None)
+        if answer_field is None:
+            log.reject(
+                path,
+                index,
+                rid,
+                "answer",
+                f"the line has no reference answer (none of {', '.join(QUESTION_FILE_ANSWERS)}); "
+                "scoring needs one, so add it.",
+            )
+            continue
+        image = folder / str(row["image"])
+        extra = {k: v for k, v in row.items() if k not in ("question_id", "image", "text", "answer_type")}
+        answer, answer_type = row[answer_field], row.get("answer_type")
+        if answer_type is None:
+            answer_type = infer_answer_type(str(answer))
+            extra["answer_type_inferred"] = True
+        record = build_vqa_record(
+            log,
+            path,
+            index,
+            str(row["question_id"]),
+            image,
+            _strip_placeholder(str(row["text"])),
+            answer,
+            answer_type,
+            "llava-med",
+            extra,
+            seen,
+            folder if confined else None,
+        )
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def read_llava_questions(
+    path: str | Path,
+    *,
+    image_folder: str | Path | None = None,
+    on_invalid: OnInvalid = "raise",
+    rejected: list | None = None,
+) -> list[VQARecord]:
+    """Return the VQA records of a LLaVA-Med question JSONL file (question_id, image, text, an answer)."""
+    log = RejectionLog(on_invalid, rejected)
+    folder = Path(image_folder).expanduser() if image_folder is not None else None
+    records = read_question_file(Path(path), log, folder, confined=folder is not None)
     log.summarise(str(path))
     return records
 
@@ -124,3 +229,14 @@ def write_llava_json(records: list[VQARecord], path: str | Path) -> Path:
     tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def is_question_file(path: Path) -> bool:
+    """Return whether a JSONL file's first line is a LLaVA-Med question (question_id and text fields)."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            first = next((line for line in f if line.strip()), "")
+        row = json.loads(first)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(row, dict) and "question_id" in row and "text" in row

@@ -1,4 +1,4 @@
-"""read_vqa: one entry point for Slake, VQA-RAD and LLaVA JSON, folder layout detected."""
+"""read_vqa: one entry point for Slake, VQA-RAD, LLaVA JSON/JSONL and Hugging Face datasets, layout detected."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-from medtune.data.llava_json import read_llava_file
+import datasets
+
+from medtune.data.hf_vqa import hub_data_files, is_saved_dataset, read_hf_split
+from medtune.data.llava_json import is_question_file, read_llava_file, read_question_file
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord
 from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
+from medtune.data.splits import missing_split, require_file_split
 from medtune.data.vqarad import VQARAD_IMAGES, VQARAD_JSON, read_vqarad_file
 
-VQALayout = Literal["slake", "vqa-rad", "llava"]
+# "hf": anything datasets loads (save_to_disk, Hub-style parquet/CSV/JSON); "llava-med": question JSONL.
+VQALayout = Literal["slake", "vqa-rad", "llava", "hf", "llava-med"]
 _LLAVA_SPLIT_FILES = {
     "train": ("train.json",),
     "validation": ("validation.json", "validate.json", "val.json"),
@@ -70,6 +75,8 @@ def _parse_problem(path: Path) -> str:
 def detect_layout(source: Path) -> VQALayout:
     """Return which VQA layout a folder or file is in (raises with the reason when it is none)."""
     if source.is_dir():
+        if is_saved_dataset(source):
+            return "hf"
         if (source / VQARAD_JSON).is_file():
             return "vqa-rad"
         for names in SPLIT_FILES.values():
@@ -80,6 +87,8 @@ def detect_layout(source: Path) -> VQALayout:
                         found = "slake"
                     if found is not None:
                         return found
+        if hub_data_files(source):
+            return "hf"
         raise ValueError(
             f"{source} is not a known VQA layout: expected a Slake 1.0 folder (train.json, validate.json, "
             f"test.json, imgs/), a VQA-RAD folder ({VQARAD_JSON!r} and {VQARAD_IMAGES!r}/) or a folder of "
@@ -88,6 +97,10 @@ def detect_layout(source: Path) -> VQALayout:
     if source.is_file():
         if source.name == VQARAD_JSON:
             return "vqa-rad"
+        if source.suffix == ".jsonl":
+            return "llava-med" if is_question_file(source) else "hf"
+        if source.suffix in (".parquet", ".arrow", ".csv"):
+            return "hf"
         found = _peek_layout(source)
         if found is None:
             read_json_file(source)  # a file that does not parse says so
@@ -100,7 +113,7 @@ def detect_layout(source: Path) -> VQALayout:
 
 
 def read_vqa(
-    source: str | Path,
+    source: str | Path | datasets.Dataset | datasets.DatasetDict,
     split: Split,
     lang: str = "en",
     *,
@@ -109,17 +122,27 @@ def read_vqa(
     layout: VQALayout | None = None,
     image_folder: str | Path | None = None,
     vqarad_freeform_only: bool = False,
+    columns: str | dict[str, str] | None = None,
 ) -> list[VQARecord]:
-    """Return the VQA records of split from a Slake, VQA-RAD or LLaVA-JSON folder or file.
+    """Return the VQA records of split from a Slake, VQA-RAD, LLaVA or Hugging Face folder or file, or a Dataset.
 
-    A single Slake or LLaVA file is the split itself; a VQA-RAD file is split by phrase_type.
+    A single file is the split its name names (train.json, test.jsonl; asking it for another split is an
+    error) or, named for none, whichever split is asked; a VQA-RAD file is split by phrase_type. columns
+    maps a datasets table's column names ('question=query,image=img'); image_folder is where images are
+    looked up, and an image path may not leave it.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    log = RejectionLog(on_invalid, rejected)
+    folder = Path(image_folder).expanduser() if image_folder is not None else None
+    if isinstance(source, datasets.Dataset | datasets.DatasetDict):
+        path, records = read_hf_split(source, split, log, columns=columns, image_folder=folder)
+        log.summarise(path)
+        return records
     source = Path(source).expanduser()
     layout = layout or detect_layout(source)
-    log = RejectionLog(on_invalid, rejected)
-    folder = Path(image_folder) if image_folder is not None else None
+    if source.is_file() and layout in ("slake", "llava", "llava-med"):
+        require_file_split(source, split)
     if layout == "slake":
         path = slake_split_file(source, split) if source.is_dir() else source
         records = read_slake_file(path, lang, log, folder)
@@ -140,14 +163,20 @@ def read_vqa(
             names = _LLAVA_SPLIT_FILES[split]
             path = next((source / n for n in names if (source / n).is_file()), None)
             if path is None:
-                raise FileNotFoundError(
-                    f"LLaVA folder {source} has no {' or '.join(names)} for split {split!r}."
-                )
+                raise missing_split(source, split, f"no {' or '.join(names)} in the folder")
         else:
             path = source
-        records = read_llava_file(path, log, folder)
+        records = read_llava_file(path, log, folder, confined=folder is not None)
+    elif layout == "llava-med":
+        path = source
+        records = read_question_file(path, log, folder, confined=folder is not None)
+    elif layout == "hf":
+        where, records = read_hf_split(source, split, log, columns=columns, image_folder=folder)
+        path = Path(where)
     else:
-        raise ValueError(f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad' or 'llava'.")
+        raise ValueError(
+            f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad', 'llava', 'llava-med' or 'hf'."
+        )
     log.summarise(str(path))
     if not records:
         raise log.empty_split(path, split)

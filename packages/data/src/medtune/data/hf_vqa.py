@@ -1,0 +1,388 @@
+"""Hugging Face `datasets` VQA inputs: a save_to_disk folder, a Hub-style folder of parquet/JSON/CSV files
+(the published vqa-rad layout: data/train-*.parquet with an image column of {bytes, path}), or a Dataset.
+
+Loading goes through `datasets` itself, so the Arrow conversion is cached by the files' fingerprint; the
+column mapping runs as a cached `Dataset.map`, and image bytes are written once, content-addressed, to a
+folder beside the cache, so collators, image checks and predictions.jsonl see a file like every reader's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import datasets
+from datasets.data_files import DataFilesDict, get_data_patterns
+from datasets.fingerprint import Hasher
+
+from medtune.data.llava_json import infer_answer_type
+from medtune.data.record_checks import build_vqa_record, outside_reason
+from medtune.data.records import OnInvalid, RejectionLog, VQARecord
+from medtune.data.splits import SPLIT_NAMES, LayoutError, file_split, missing_split, require_file_split
+
+FIELDS = ("question", "answer", "image", "answer_type", "qid")
+ID_COLUMNS = ("qid", "question_id", "id")
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+_MAPPED = datasets.Features(
+    {
+        name: datasets.Value("string")
+        for name in ("qid", "image", "question", "answer", "answer_type", "extra", "problem_field", "problem")
+    }
+)
+
+
+def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Return {field: column} from 'question=q,answer=a' (fields: question, answer, image, answer_type, qid)."""
+    if spec is None:
+        return {}
+    pairs = spec.items() if isinstance(spec, Mapping) else (p.partition("=")[::2] for p in spec.split(","))
+    columns: dict[str, str] = {}
+    for field, column in pairs:
+        field, column = field.strip(), column.strip()
+        if not field and not column:
+            continue
+        if field not in FIELDS or not column:
+            raise ValueError(
+                f"--columns entry {field}={column} is not FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}; "
+                "write e.g. --columns question=query,answer=label,image=img."
+            )
+        columns[field] = column
+    return columns
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Return whether path is a folder written by Dataset.save_to_disk or DatasetDict.save_to_disk."""
+    return path.is_dir() and (
+        (path / "dataset_dict.json").is_file()
+        or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+    )
+
+
+def _has_hub_files(folder: Path) -> bool:
+    """Return whether folder's top level, data/ or a split-named subfolder holds parquet/arrow or split-named data files.
+
+    A cheap look before datasets' recursive pattern search, which would list a whole MIMIC-CXR tree.
+    """
+    places = [folder, folder / "data", *(d for d in folder.glob("*/*") if d.is_dir() and file_split(d))]
+    places += [d for d in folder.glob("*") if d.is_dir() and file_split(d)]
+    for place in places:
+        for path in place.glob("*") if place.is_dir() else ():
+            if path.suffix in BUILDERS and (path.suffix in (".parquet", ".arrow") or file_split(path)):
+                return True
+    return False
+
+
+def hub_data_files(folder: Path) -> dict[str, list[str]]:
+    """Return {split: data files} of a Hub-style folder, found by datasets' own split patterns ({} if none)."""
+    if not _has_hub_files(folder):
+        return {}
+    try:
+        patterns = get_data_patterns(str(folder))
+        found = DataFilesDict.from_local_or_remote(patterns, str(folder), allowed_extensions=list(BUILDERS))
+    except FileNotFoundError:  # datasets' EmptyDatasetError, or a split whose files are all images
+        return {}
+    files = {str(split): list(paths) for split, paths in found.items() if paths}
+    # A folder without split names is claimed only for formats no other medtune layout uses (a report
+    # dataset's CSV or JSON must still reach its own reader).
+    if patterns == {"train": ["**"]} and not all(
+        Path(p).suffix in (".parquet", ".arrow") for p in files.get("train", [])
+    ):
+        return {}
+    return files
+
+
+def load_hf(
+    source: Path | datasets.Dataset | datasets.DatasetDict, cache_dir: str | Path | None = None
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Return source loaded through datasets (load_from_disk or load_dataset); a Dataset is returned as is."""
+    if isinstance(source, datasets.Dataset | datasets.DatasetDict):
+        return source
+    cache = str(cache_dir) if cache_dir is not None else None
+    if is_saved_dataset(source):
+        return datasets.load_from_disk(str(source))
+    files = {file_split(source) or "train": [str(source)]} if source.is_file() else hub_data_files(source)
+    if not files:
+        raise LayoutError(
+            source, None, "holds no parquet, arrow, CSV or JSON data files that datasets can read as splits."
+        )
+    kinds = {BUILDERS[Path(p).suffix] for paths in files.values() for p in paths}
+    if len(kinds) > 1:
+        raise LayoutError(
+            source,
+            None,
+            f"mixes data formats ({', '.join(sorted(kinds))}); keep one format per dataset folder.",
+        )
+    return datasets.load_dataset(kinds.pop(), data_files=files, cache_dir=cache)
+
+
+def select_split(
+    data: datasets.Dataset | datasets.DatasetDict, split: str, where: object, single: bool
+) -> datasets.Dataset:
+    """Return split of a DatasetDict (any of its usual names); a lone Dataset, or a single file, is itself."""
+    if isinstance(data, datasets.Dataset):
+        return data
+    for name in SPLIT_NAMES[split]:
+        if name in data:
+            return data[name]
+    if single and len(data) == 1:  # one file whose name names no split: the caller chose it for this split
+        return next(iter(data.values()))
+    raise missing_split(where, split, f"it has: {', '.join(map(str, data)) or 'none'}")
+
+
+def _column(names: dict[str, str], field: str, available: list[str], where: object) -> str | None:
+    column = names.get(field, field)
+    if column in available:
+        return column
+    if field == "qid" and "qid" not in names:
+        return next((c for c in ID_COLUMNS if c in available), None)
+    if field in names:
+        raise LayoutError(
+            where,
+            field,
+            f"--columns maps {field} to the column {column!r}, which this data does not have "
+            f"(columns: {', '.join(available)}); name one of those.",
+        )
+    if field == "answer_type":
+        return None
+    hint = f"add --columns {field}=COLUMN naming the column that holds it"
+    raise LayoutError(
+        where,
+        field,
+        f"the data has no {field!r} column (columns: {', '.join(available)}); {hint}.",
+    )
+
+
+def _stored_image(data: bytes, name: str | None, store: Path) -> Path:
+    """Return the content-addressed file holding data, written once (temp name, then rename)."""
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    suffix = Path(name).suffix.lower() if name else ""
+    path = store / digest[:2] / f"{digest}{suffix}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def _text(value: object) -> str:
+    """Return a cell as text: '' for a missing one (None, or the NaN a CSV reader gives an empty cell)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def vqa_columns(
+    batch: dict,
+    indices: list[int],
+    *,
+    columns: dict[str, str | None],
+    split: str,
+    folder: str,
+    confined: bool,
+    store: str,
+) -> dict:
+    """Map a batch of any VQA table to medtune's string columns; image bytes become stored files."""
+    out: dict[str, list] = {name: [] for name in _MAPPED}
+    extra_columns = [c for c in batch if c not in columns.values()]
+    for k, index in enumerate(indices):
+        value = batch[columns["image"]][k]
+        name, data = (value.get("path"), value.get("bytes")) if isinstance(value, dict) else (None, None)
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str):
+            name = value
+        image, field, problem = "", "", ""
+        if data:
+            image = str(_stored_image(data, name, Path(store)))
+        elif name:
+            path = Path(folder) / name
+            problem = (outside_reason(Path(folder), path) if confined else None) or ""
+            image, field = str(path), "image" if problem else ""
+        else:
+            field, problem = "image", "the record has no image (neither bytes nor a path)."
+        qid_column = columns.get("qid")
+        answer_type = columns.get("answer_type")
+        out["qid"].append(str(batch[qid_column][k]) if qid_column else f"{split}-{index}")
+        out["image"].append(image)
+        out["question"].append(_text(batch[columns["question"]][k]))
+        out["answer"].append(_text(batch[columns["answer"]][k]))
+        out["answer_type"].append(_text(batch[answer_type][k]) if answer_type else "")
+        extra = {c: batch[c][k] for c in extra_columns if not isinstance(batch[c][k], bytes)}
+        out["extra"].append(json.dumps(extra, ensure_ascii=False, default=str))
+        out["problem_field"].append(field)
+        out["problem"].append(problem)
+    return out
+
+
+def hf_vqa_dataset(
+    table: datasets.Dataset,
+    split: str,
+    where: object,
+    *,
+    columns: Mapping[str, str] | None = None,
+    image_folder: Path,
+    confined: bool = False,
+    cache_dir: str | Path | None = None,
+) -> datasets.Dataset:
+    """Return table mapped to string columns qid, image (a file), question, answer, answer_type, extra (cached)."""
+    names = dict(columns or {})
+    available = list(table.column_names)
+    resolved = {field: _column(names, field, available, where) for field in FIELDS}
+    image_feature = table.features[resolved["image"]]
+    if isinstance(image_feature, datasets.Image):  # keep the bytes; decoding waits for the collator
+        table = table.cast_column(resolved["image"], datasets.Image(decode=False))
+    elif not (
+        (isinstance(image_feature, dict) and "bytes" in image_feature)
+        or getattr(image_feature, "dtype", None) in ("string", "large_string", "binary", "large_binary")
+    ):
+        raise LayoutError(
+            where,
+            resolved["image"],
+            f"the image column holds {image_feature}, not image bytes or paths; "
+            "name the right column with --columns image=COLUMN.",
+        )
+    root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)
+    kwargs = {
+        "columns": resolved,
+        "split": split,
+        "folder": str(image_folder),
+        "confined": confined,
+        "store": str(root / "medtune-images"),
+    }
+    options: dict = {"keep_in_memory": True}
+    if table.cache_files:  # Arrow on disk: the mapped table is cached too, keyed by data, code and options
+        key = Hasher.hash([table._fingerprint, Hasher.hash(vqa_columns), kwargs])
+        (root / "medtune-vqa").mkdir(parents=True, exist_ok=True)
+        options = {"cache_file_name": str(root / "medtune-vqa" / f"{key}.arrow"), "new_fingerprint": key}
+
+    def run(reuse: bool) -> datasets.Dataset:
+        return table.map(
+            vqa_columns,
+            batched=True,
+            with_indices=True,
+            fn_kwargs=kwargs,
+            remove_columns=available,
+            features=_MAPPED,
+            load_from_cache_file=reuse,
+            desc=f"reading {split} as VQA",
+            **options,
+        )
+
+    mapped = run(True)
+    if "cache_file_name" in options and not all(
+        os.path.exists(p) for p in mapped["image"] if p.startswith(kwargs["store"])
+    ):  # the image store was cleaned after the table was cached: write the images again
+        mapped = run(False)
+    return mapped
+
+
+def hf_records(mapped: datasets.Dataset, where: str, log: RejectionLog) -> list[VQARecord]:
+    """Return checked VQARecords of a table from hf_vqa_dataset; bad rows raise or are reported."""
+    records: list[VQARecord] = []
+    seen: set[str] = set()
+    log.saw(len(mapped))
+    for index, row in enumerate(mapped):
+        if row["problem"]:
+            log.reject(where, index, row["qid"], row["problem_field"], row["problem"])
+            continue
+        extra = json.loads(row["extra"])
+        answer_type = row["answer_type"]
+        if not answer_type:
+            answer_type = infer_answer_type(row["answer"])
+            extra["answer_type_inferred"] = True
+        record = build_vqa_record(
+            log,
+            Path(str(where)),
+            index,
+            row["qid"],
+            Path(row["image"]),
+            row["question"],
+            row["answer"],
+            answer_type,
+            "hf",
+            extra,
+            seen,
+        )
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def read_hf_split(
+    source: Path | datasets.Dataset | datasets.DatasetDict,
+    split: str,
+    log: RejectionLog,
+    *,
+    columns: str | Mapping[str, str] | None = None,
+    image_folder: Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[str, list[VQARecord]]:
+    """Return (where, records) of split from a datasets source; where names the split's files for messages."""
+    if isinstance(source, datasets.Dataset | datasets.DatasetDict):
+        where, base, single = f"<datasets.{type(source).__name__}>", Path.cwd(), False
+    else:
+        if not source.exists():
+            raise FileNotFoundError(f"dataset {source} does not exist; pass a dataset folder or file.")
+        where, base, single = str(source), (source if source.is_dir() else source.parent), source.is_file()
+        if single:
+            require_file_split(source, split)
+    table = select_split(load_hf(source, cache_dir), split, where, single)
+    if isinstance(source, Path) and source.is_dir():
+        where = _split_files(source, split) or where
+    mapped = hf_vqa_dataset(
+        table,
+        split,
+        where,
+        columns=parse_columns(columns),
+        image_folder=image_folder if image_folder is not None else base,
+        confined=image_folder is not None,
+        cache_dir=cache_dir,
+    )
+    return where, hf_records(mapped, where, log)
+
+
+def read_hf_vqa(
+    source: str | Path | datasets.Dataset | datasets.DatasetDict,
+    split: str,
+    *,
+    columns: str | Mapping[str, str] | None = None,
+    image_folder: str | Path | None = None,
+    on_invalid: OnInvalid = "raise",
+    rejected: list | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[VQARecord]:
+    """Return the VQA records of split from a save_to_disk folder, a Hub-style folder or file, or a Dataset.
+
+    Without an answer_type column, yes/no answers are CLOSED and the rest OPEN (each record says so in
+    extra['answer_type_inferred']). Image paths resolve against image_folder (and may not leave it), else
+    against the dataset's folder. Column names differ? Map them: columns='question=query,image=img'.
+    """
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {tuple(SPLIT_NAMES)}, got {split!r}.")
+    if not isinstance(source, datasets.Dataset | datasets.DatasetDict):
+        source = Path(source).expanduser()
+    log = RejectionLog(on_invalid, rejected)
+    folder = Path(image_folder).expanduser() if image_folder is not None else None
+    where, records = read_hf_split(
+        source, split, log, columns=columns, image_folder=folder, cache_dir=cache_dir
+    )
+    log.summarise(where)
+    return records
+
+
+def _split_files(source: Path, split: str) -> str | None:
+    """Return the data file (or files, comma-joined) of split under a Hub-style folder, for messages."""
+    if is_saved_dataset(source):
+        return None
+    files = hub_data_files(source)
+    for name in SPLIT_NAMES[split]:
+        if name in files:
+            return ", ".join(files[name])
+    return None
