@@ -66,7 +66,12 @@ def evaluate(
             REPORT_INFERENCE_INSTRUCTION if rep else r.question for r, rep in zip(records, is_report)
         ],
         "answers": [r.report if rep else r.answer for r, rep in zip(records, is_report)],
-        "answer_types": ["report" if rep else r.answer_type for r, rep in zip(records, is_report)],
+        # The label as the dataset file spells it: the llava-med scorer, like LLaVA-Med's, counts only
+        # exactly 'OPEN'/'CLOSED' (a raw 'CLOSED ' is left out); the medtune scorer normalises it.
+        "answer_types": [
+            "report" if rep else r.extra.get("answer_type_raw", r.answer_type)
+            for r, rep in zip(records, is_report)
+        ],
     }
     if out_dir is None:
         return score_predictions(
