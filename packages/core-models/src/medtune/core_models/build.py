@@ -34,6 +34,7 @@ class Built:
     image_processor: object | None
     preset: Preset
     source: str  # a checkpoint path, or "random init"
+    processor: object | None = None  # the vlm family's: the checkpoint's own processor and chat template
 
     @property
     def family(self) -> str:
@@ -99,6 +100,13 @@ def load(
 
     if any(a in RELEASE_TEXT_CONFIGS for a in architectures):
         return load_llava_med_release(preset, path, dtype=dtype, vision_tower=vision_tower)
+    processor = None
+    if preset.family == "vlm":  # an architecture without a rule, or no processor / chat template: say so first
+        from medtune.core_models.vlm import rule_for
+        from medtune.core_models.vlm_processor import load_processor
+
+        rule_for(architectures, where=f"checkpoint {path}")
+        processor = load_processor(path)
     model_cls = model_class_for(preset)
     if architectures and model_cls.__name__ not in architectures:
         raise ValueError(
@@ -106,10 +114,21 @@ def load(
             f"({model_cls.__name__}); choose a preset of the matching family"
         )
     model = model_cls.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = load_image_processor(path)
+    if processor is not None:
+        from medtune.core_models.vlm import with_decoder_layer
+
+        tokenizer, image_processor = processor.tokenizer, processor.image_processor
+        preset = with_decoder_layer(preset, model)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = load_image_processor(path)
     return Built(
-        model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path)
+        model=model,
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        preset=preset,
+        source=str(path),
+        processor=processor,
     )
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from medtune.tuning.errors import UsageError
+from medtune.tuning.run_dir import check_free_space, replace_folder
 
 CHECKPOINT = "checkpoint"
 TENSORS = "tuned.safetensors"
@@ -92,17 +93,6 @@ def tuned_state(model: nn.Module, names: frozenset[str]) -> dict[str, torch.Tens
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if n in names}
 
 
-def check_free_space(folder: Path, needed: int, what: str) -> None:
-    """Raise a sentence when ``folder``'s disk has less than ``needed`` bytes (plus 10%) free."""
-    free = shutil.disk_usage(folder).free
-    if free < needed * 1.1:
-        raise UsageError(
-            f"not enough disk space for the {what} in {folder}: it needs about {needed / 2**20:.1f} MiB and "
-            f"{free / 2**20:.1f} MiB are free; free some space or pass --output-dir on a larger disk "
-            "(the previous checkpoint is kept)"
-        )
-
-
 def save_checkpoint(
     run_dir: Path,
     *,
@@ -126,7 +116,7 @@ def save_checkpoint(
         run_dir, sum(t.numel() * t.element_size() for t in tensors.values()) + optimizer_bytes, name
     )
     path = run_dir / name
-    tmp, old = run_dir / f".{name}.tmp", run_dir / f".{name}.old"
+    tmp = run_dir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(tensors, str(tmp / TENSORS), metadata={"format": "pt"})
@@ -135,12 +125,8 @@ def save_checkpoint(
     for file in tmp.iterdir():  # data on disk before the rename makes it visible
         with file.open("rb") as handle:
             os.fsync(handle.fileno())
-    if path.exists():  # else a kill mid-swap left .old as the only complete checkpoint: keep it until now
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+    # Without path, a kill mid-swap left .old as the only complete checkpoint: it is kept until now.
+    return replace_folder(tmp, path)
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -157,17 +143,41 @@ def find_checkpoint(run_dir: Path) -> Path:
 def load_checkpoint(
     path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> Position:
-    """Copy a checkpoint's tensors, optimizer, scheduler and RNG states in place; return the data position."""
-    tensors = load_file(str(path / TENSORS))
+    """Copy a checkpoint's tensors, optimizer, scheduler and RNG states in place; return the data position.
+
+    A damaged or foreign checkpoint (unreadable file, a tensor of another name or shape) is a UsageError
+    naming the file, and nothing of it is copied into the model.
+    """
     params = dict(model.named_parameters())
+    try:
+        tensors = load_file(str(path / TENSORS))
+        state = torch.load(path / TRAINING_STATE, weights_only=False)
+        position = Position(**json.loads((path / POSITION).read_text(encoding="utf-8")))
+    except Exception as err:  # safetensors, pickle and json each raise their own kinds for a damaged file
+        raise UsageError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it is damaged, so "
+            "start the run again without --resume"
+        ) from None
+    for name, tensor in tensors.items():
+        if name not in params or params[name].shape != tensor.shape:
+            raise UsageError(
+                f"checkpoint {path / TENSORS} holds tensor {name} {tuple(tensor.shape)}, which this model "
+                f"{'lacks' if name not in params else f'has as {tuple(params[name].shape)}'}; it belongs to "
+                "another model or method, so start the run again without --resume"
+            )
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    state = torch.load(path / TRAINING_STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_states(state["rng"])
-    return Position(**json.loads((path / POSITION).read_text()))
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise UsageError(
+            f"checkpoint {path / TRAINING_STATE} does not match this run ({type(err).__name__}: "
+            f"{str(err)[:200]}); start the run again without --resume"
+        ) from None
+    return position
 
 
 def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -175,11 +185,23 @@ def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     file = run_dir / "config.json"
     if not file.is_file():
         raise UsageError(f"--resume {run_dir}: not a medtune run directory (no config.json)")
-    saved = json.loads(file.read_text())
+    try:
+        saved = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(
+            f"--resume {run_dir}: its config.json cannot be read ({err}); the run cannot be continued"
+        ) from None
+    if not isinstance(saved, dict):
+        raise UsageError(
+            f"--resume {run_dir}: its config.json holds no settings object; the run cannot be continued"
+        )
+    changed = _data_changed(saved.get("dataset"), config.get("dataset"))
+    if changed:
+        raise UsageError(f"--resume {run_dir}: {changed}; resume with the run's own data or start a new run")
     differ = [
         f"{key} {saved.get(key)!r} there, {config.get(key)!r} now"
         for key in (*RESUME_IDENTITY, *RESUME_TRAJECTORY)
-        if _plain(saved.get(key)) != _plain(config.get(key))
+        if key != "dataset" and _plain(saved.get(key)) != _plain(config.get(key))
     ]
     if differ:
         raise UsageError(
@@ -187,6 +209,27 @@ def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             "resume with the run's own settings or start a new run"
         )
     return saved
+
+
+def _data_changed(saved: Any, now: Any) -> str | None:
+    """Return how the run's data differs from what it was started on, or None when it is the same data.
+
+    The data is compared by its records' fingerprint, not by its path: a moved copy resumes, an edited
+    one does not. A run saved before fingerprints existed is compared by path.
+    """
+    saved, now = _plain(saved) or {}, _plain(now) or {}
+    if saved.get("task") != now.get("task"):
+        return f"the run was a {saved.get('task')} run, and the data now reads as {now.get('task')}"
+    if "fingerprint" in saved and "fingerprint" in now:
+        if saved["fingerprint"] != now["fingerprint"]:
+            return (
+                f"the training data changed since the run started (its records' fingerprint was "
+                f"{saved['fingerprint']}, {now['fingerprint']} now, read from {now.get('source')})"
+            )
+        return None
+    if saved.get("source") != now.get("source"):
+        return f"the run was trained on {saved.get('source')}, not {now.get('source')}"
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
-from medtune.data import DataError, Rejection, read_reports, read_vqa
+from medtune.data import DataError, Rejection, VQARecord, read_reports, read_vqa
+from medtune.data.records import EmptySplitError
+from medtune.data.reports import detect_report_layout
+from medtune.data.vqa import detect_layout
 from medtune.tuning.errors import UsageError
 
 Task = Literal["vqa", "report"]
@@ -15,6 +21,29 @@ INVALID_HINT = (
 )
 
 
+def detect_task(dataset: Path, task: Task | None = None) -> Task:
+    """Return the task a dataset's layout is for; one no reader knows is a UsageError saying what was tried."""
+    if not dataset.exists():
+        raise UsageError(
+            f"--dataset {dataset} does not exist; pass a dataset folder or file in its published layout"
+        )
+    tried: list[str] = []
+    file_error: DataError | None = None
+    for kind, detect in (("vqa", detect_layout), ("report", detect_report_layout)):
+        if task not in (None, kind):
+            continue
+        try:
+            detect(dataset)
+            return kind  # type: ignore[return-value]
+        except DataError as err:  # the file itself cannot be parsed
+            file_error = file_error or err
+        except ValueError as err:
+            tried.append(str(err).rstrip("."))
+    if file_error is not None:
+        raise UsageError(str(file_error).rstrip(".")) from None
+    raise UsageError(f"cannot read {dataset}: {'; and '.join(tried)}") from None
+
+
 def read_records(
     dataset: str | Path,
     split: str,
@@ -22,31 +51,53 @@ def read_records(
     on_invalid: str = "raise",
     rejected: list[Rejection] | None = None,
 ) -> tuple[Task, list]:
-    """Return (task, records) of ``split``; without ``task``, VQA unless the layout is a report dataset.
+    """Return (task, records) of ``split``; without ``task``, the one the dataset's layout is for.
 
-    With ``on_invalid="report"`` bad records are left out and appended to ``rejected``; a bad record
-    otherwise, or a folder no reader recognises, is a UsageError naming it.
+    With ``on_invalid="report"`` bad records are left out and appended to ``rejected``. A bad record
+    otherwise, a file that cannot be parsed, a split left empty, or a folder no reader recognises, is a
+    UsageError naming it.
     """
     rejected = [] if rejected is None else rejected
-    if task != "report":
-        try:
-            return "vqa", read_vqa(dataset, split, on_invalid=on_invalid, rejected=rejected)
-        except DataError as err:  # the layout was recognised: a record is bad, not the task
-            raise UsageError(f"{str(err).rstrip('.')}; {INVALID_HINT}") from None
-        except (ValueError, FileNotFoundError) as err:
-            if task == "vqa":
-                raise UsageError(
-                    f"cannot read the {split} split of {dataset} as a VQA dataset: {err}"
-                ) from None
-    rejected.clear()  # nothing from a failed VQA attempt belongs to the report read
+    dataset = Path(dataset).expanduser()
+    task = detect_task(dataset, task)
+    reader = read_vqa if task == "vqa" else read_reports
     try:
-        return "report", read_reports(dataset, split, on_invalid=on_invalid, rejected=rejected)
+        records = reader(dataset, split, on_invalid=on_invalid, rejected=rejected)  # type: ignore[operator]
+    except EmptySplitError as err:
+        raise UsageError(str(err).rstrip(".")) from None
     except DataError as err:
+        if err.rejection.index is None:  # a whole file: skipping records cannot help
+            raise UsageError(str(err).rstrip(".")) from None
         raise UsageError(f"{str(err).rstrip('.')}; {INVALID_HINT}") from None
     except (ValueError, FileNotFoundError) as err:
-        raise UsageError(
-            f"cannot read the {split} split of {dataset} as a VQA or report dataset: {err}"
-        ) from None
+        raise UsageError(f"cannot read the {split} split of {dataset}: {str(err).rstrip('.')}") from None
+    return task, records
+
+
+def data_fingerprint(records: list, source: Path) -> str:
+    """Return a short hash of records' ids, texts and image files (path below ``source`` and size).
+
+    Paths are taken relative to the dataset, so a moved copy of the same data has the same fingerprint
+    while an edited answer, an added record or a replaced image changes it.
+    """
+    digest = hashlib.sha256()
+    root = source if source.is_dir() else source.parent
+    for record in records:
+        images = [record.image] if isinstance(record, VQARecord) else list(record.images)
+        texts = (
+            (record.qid, record.question, record.answer, record.answer_type)
+            if isinstance(record, VQARecord)
+            else (record.study_id, record.report)
+        )
+        digest.update(json.dumps(texts, ensure_ascii=False).encode())
+        for image in images:
+            try:
+                name = Path(image).relative_to(root).as_posix()
+            except ValueError:
+                name = Path(image).name
+            size = os.stat(image).st_size if os.path.exists(image) else -1
+            digest.update(f"{name}:{size};".encode())
+    return digest.hexdigest()[:16]
 
 
 def format_scores(scores: dict, scorer: str = "medtune") -> str:

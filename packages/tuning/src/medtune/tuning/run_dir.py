@@ -4,30 +4,109 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from medtune.tuning.errors import UsageError
 
 
 def new_run_dir(root: str | Path, family: str, method: str) -> Path:
     """Create and return ``runs/<timestamp>-<family>-<method>/`` (a suffix keeps same-second runs apart)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(1000):
-        path = root / f"{stamp}-{family}-{method}{'' if i == 0 else f'-{i}'}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under {root}")
+    if root.exists() and not root.is_dir():
+        raise UsageError(
+            f"--output-dir {root} is a file, not a folder; pass the folder run directories go in"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            path = root / f"{stamp}-{family}-{method}{'' if i == 0 else f'-{i}'}"
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as err:
+        raise UsageError(
+            f"cannot create a run directory under --output-dir {root} ({err.strerror or err}); "
+            "pass a folder you can write to"
+        ) from None
+    raise UsageError(f"could not create a new run directory under {root}: 1000 runs started this second")
+
+
+def format_bytes(size: float) -> str:
+    """Return a byte count as '812 bytes', '3.4 KiB', '1.2 MiB' or '7.5 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} bytes"
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise a sentence when ``folder``'s disk has less than ``needed`` bytes (plus 10%) free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.1:
+        raise UsageError(
+            f"not enough disk space for the {what} in {folder}: it needs about {format_bytes(needed)} and "
+            f"{format_bytes(free)} are free; free some space or pass --output-dir on a larger disk "
+            "(nothing already saved was replaced)"
+        )
+
+
+def replace_folder(tmp: Path, path: Path) -> Path:
+    """Rename the complete folder ``tmp`` to ``path``; a kill at any point leaves ``path`` or ``.path.old`` whole.
+
+    A ``.path.old`` left by an earlier kill is removed first (``path`` is complete then), so the swap
+    never meets a non-empty folder under the old name.
+    """
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def clean_interrupted(run_dir: Path) -> list[str]:
+    """Undo what a kill left mid-write in ``run_dir`` (and its eval folders); return what was done, one line each.
+
+    A ``.X.old`` beside a complete ``X`` is removed; one without ``X`` is renamed back to ``X`` (it is the
+    last complete copy); ``*.tmp`` files and folders were never complete and are removed.
+    """
+    done: list[str] = []
+    folders = [run_dir, *(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    for folder in folders:
+        for entry in sorted(folder.iterdir()):
+            name = entry.name
+            if name.startswith(".") and name.endswith(".old"):
+                final = folder / name[1 : -len(".old")]
+                if final.exists():
+                    _remove(entry)
+                    done.append(f"removed {entry} (a kill left it; {final.name} is complete)")
+                else:
+                    os.replace(entry, final)
+                    done.append(f"restored {final} from {entry.name} (a kill interrupted its replacement)")
+            elif name.endswith(".tmp"):
+                _remove(entry)
+                done.append(f"removed {entry} (an unfinished write)")
+    return done
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, then rename it, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

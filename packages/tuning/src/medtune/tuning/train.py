@@ -31,13 +31,19 @@ from medtune.tuning.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
+from medtune.tuning.datasets import MAX_NEW_TOKENS, data_fingerprint, format_scores, read_records
 from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
 from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.errors import UsageError
 from medtune.tuning.recipes import TrainConfig
-from medtune.tuning.run_dir import MetricsLog, new_run_dir, truncate_metrics, write_json_atomic
+from medtune.tuning.run_dir import (
+    MetricsLog,
+    clean_interrupted,
+    new_run_dir,
+    truncate_metrics,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -94,7 +100,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     max_new_tokens = cfg.max_new_tokens or MAX_NEW_TOKENS[task]
     run_config = {
         **cfg.to_json(),
-        "dataset": {"source": str(source.resolve()), "name": source.name, "task": task},
+        "dataset": {
+            "source": str(source.resolve()),
+            "name": source.name,
+            "task": task,
+            "fingerprint": data_fingerprint(train_records, source),
+        },
         "groups": list(paradigm.groups),
     }
     if resume is not None:
@@ -112,6 +123,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
             "without them; on a CPU use --num-processes alone (torchrun with gloo)"
         )
     main = accelerator.is_main_process
+    if resume is not None:
+        if main:  # a kill mid-replace left .old/.tmp folders: put the last complete copies back in place
+            for line in clean_interrupted(resume):
+                accelerator.print(line)
+        accelerator.wait_for_everyone()
+        checkpoint = find_checkpoint(resume)
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -200,6 +217,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     else:
         model, loader = accelerator.prepare(tuned.model, loader)
     micro_per_epoch = len(loader)
+    if micro_per_epoch == 0:  # else the step loop below would spin without ever taking a step
+        raise UsageError(
+            f"the train split of {source} gave no batch to train on; it needs at least one record"
+        )
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     scheduler = get_scheduler(

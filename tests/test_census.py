@@ -1,0 +1,195 @@
+"""The bad-input census through `medtune train`: each case ends in one sentence and exit 2, or trains.
+
+Every case runs on a small copy of the demo data (Slake layout), with --max-steps 1 and no scoring, under a
+timeout, so a case that used to spin forever fails here instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medtune.data import demo_dataset
+from medtune.tuning.cli import main
+
+FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2", "--max-steps", "1"]
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def slake(tmp_path) -> Path:
+    """Return a copy of the demo Slake folder cut to 6 train and 4 test questions."""
+    root = tmp_path / "Slake1.0"
+    shutil.copytree(demo_dataset("downstream"), root)
+    for split, n in (("train", 6), ("test", 4), ("validate", 4)):
+        rows = json.loads((root / f"{split}.json").read_text())[:n]
+        (root / f"{split}.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def rows(root: Path, split: str = "train") -> list:
+    return json.loads((root / f"{split}.json").read_text())
+
+
+def put(root: Path, content, split: str = "train") -> None:
+    data = content if isinstance(content, bytes) else json.dumps(content, ensure_ascii=False).encode()
+    (root / f"{split}.json").write_bytes(data)
+
+
+def train(root: Path, tmp_path: Path, *extra: str) -> int:
+    return main(
+        [
+            "train",
+            "llava",
+            "ln",
+            "--dataset",
+            str(root),
+            *FAST,
+            "--output-dir",
+            str(tmp_path / "runs"),
+            *extra,
+        ]
+    )
+
+
+def refused(capsys, *words: str) -> str:
+    """Assert the last command printed one error sentence holding every word, and no traceback."""
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert "medtune train: error:" in captured.err, captured.err
+    for word in words:
+        assert word in captured.err, f"{word!r} not in {captured.err!r}"
+    return captured.err
+
+
+# --- the eight hangs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["raise", "report"])
+def test_empty_train_split_stops_at_once(slake, tmp_path, capsys, mode):
+    put(slake, [])
+    assert train(slake, tmp_path, "--on-invalid", mode) == 2
+    refused(capsys, str(slake / "train.json"), "the train split is empty: the file holds no records")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_chinese_only_train_split_names_the_language_filter(slake, tmp_path, capsys):
+    put(slake, [{**r, "q_lang": "zh"} for r in rows(slake)])
+    assert train(slake, tmp_path) == 2
+    refused(capsys, str(slake / "train.json"), "6 have q_lang 'zh'")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[{", "is not valid JSON"),
+        (b'{"rows": []}', "the top level is a JSON object"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["raise", "report"])
+def test_whole_bad_file_is_one_sentence_without_the_report_hint(
+    slake, tmp_path, capsys, content, words, mode
+):
+    put(slake, content)
+    assert train(slake, tmp_path, "--on-invalid", mode) == 2
+    err = refused(capsys, str(slake / "train.json"), words)
+    assert "--on-invalid report" not in err  # it would not help: the file is not one record
+    assert "rejected 1 invalid record" not in err
+
+
+def test_only_bad_records_in_report_mode_counts_them_all(slake, tmp_path, capsys):
+    put(slake, [{**r, "answer_type": "MAYBE"} for r in rows(slake)])
+    assert train(slake, tmp_path, "--on-invalid", "report") == 2
+    refused(capsys, "of its 6 record(s), 6 invalid", "field 'answer_type'")
+
+
+def test_byte_order_mark_is_read(slake, tmp_path, capsys):
+    put(slake, b"\xef\xbb\xbf" + json.dumps(rows(slake)).encode())
+    assert train(slake, tmp_path, "--on-invalid", "report") == 0
+    assert "6 train" in capsys.readouterr().out
+
+
+# --- images checked when read -------------------------------------------------------------------------
+
+
+def test_undecodable_image_is_skipped_and_listed(slake, tmp_path, capsys):
+    first = rows(slake)[0]["img_name"]
+    (slake / "imgs" / first).write_bytes(os.urandom(1500))
+    assert train(slake, tmp_path) == 2
+    refused(capsys, "record 0", "field 'image'", "cannot be decoded", "--on-invalid report")
+    assert train(slake, tmp_path, "--on-invalid", "report") == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    listed = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    using = [k for k, r in enumerate(rows(slake)) if r["img_name"] == first]
+    assert [r["index"] for r in listed if r["file"].endswith("train.json")] == using
+    assert all(r["field"] == "image" for r in listed)
+
+
+def test_image_path_outside_the_dataset_is_refused(slake, tmp_path, capsys):
+    shutil.copy(slake / "imgs" / rows(slake)[0]["img_name"], tmp_path / "x.jpg")
+    put(slake, [{**r, "img_name": "../../x.jpg"} if k == 2 else r for k, r in enumerate(rows(slake))])
+    assert train(slake, tmp_path) == 2
+    refused(capsys, "record 2", "field 'image'", "lies outside the image folder")
+
+
+def test_list_answer_is_a_record_error(slake, tmp_path, capsys):
+    put(slake, [{**r, "answer": ["a", "b"]} if k == 1 else r for k, r in enumerate(rows(slake))])
+    assert train(slake, tmp_path) == 2
+    refused(capsys, "record 1", "field 'answer'", "is a JSON list")
+
+
+# --- layouts the VQA readers do not know: said in VQA words, not the report readers' ---------------------
+
+
+def test_misspelt_vqarad_file(tmp_path, capsys):
+    root = tmp_path / "vqa-rad"
+    (root / "VQA_RAD Image Folder").mkdir(parents=True)
+    (root / "VQA_RAD Dataset Publc.json").write_text("[]")
+    assert train(root, tmp_path) == 2
+    refused(capsys, "looks like a misspelt 'VQA_RAD Dataset Public.json'")
+
+
+def test_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train(tmp_path / "empty", tmp_path) == 2
+    refused(capsys, "the folder is empty", "Slake")
+
+
+def test_non_utf8_file(slake, tmp_path, capsys):
+    put(slake, json.dumps(rows(slake), ensure_ascii=False).replace("brain", "br\u00e4in").encode("latin-1"))
+    assert train(slake, tmp_path) == 2
+    refused(capsys, "is not UTF-8 text (byte 0xe4")
+
+
+# --- run directories ---------------------------------------------------------------------------------
+
+
+def test_output_dir_that_is_a_file(slake, tmp_path, capsys):
+    (tmp_path / "runs").write_text("")
+    assert train(slake, tmp_path) == 2
+    refused(capsys, "is a file, not a folder")
+
+
+def test_resume_after_a_kill_mid_replace_and_with_changed_data(slake, tmp_path, capsys):
+    argv = ["--save-every", "1", "--eval-every", "1"]
+    assert train(slake, tmp_path, *argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    # What kills inside save_adapter / save_checkpoint leave: a complete .old beside each folder, a .tmp.
+    for name in ("adapter", "best"):
+        shutil.copytree(run / name, run / f".{name}.old")
+    shutil.copytree(run / "checkpoint", run / ".checkpoint.tmp")
+    original = rows(slake)
+    put(slake, original[:5])
+    capsys.readouterr()
+    assert train(slake, tmp_path, *argv, "--resume", str(run)) == 2
+    refused(capsys, "the training data changed since the run started")
+    put(slake, original)
+    moved = tmp_path / "moved"
+    shutil.move(slake, moved)  # the same data elsewhere still resumes: compared by content, not path
+    assert train(moved, tmp_path, *argv, "--resume", str(run)) == 0
+    assert "removed" in capsys.readouterr().out
+    assert not any(p.name.endswith((".old", ".tmp")) for p in run.iterdir())
