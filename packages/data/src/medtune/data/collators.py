@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -102,17 +103,32 @@ class LlavaCollator:
             ids += self.image_ids + self._ids(piece)
         return ids
 
-    def encode(self, sample_id: str, question: str, answer: str | None) -> tuple[list[int], list[int]]:
-        """Return (input_ids, labels) of one sample; the question is cut to fit max_length, nothing else."""
-        head, question, tail = self.template.prompt_parts(question)
-        head_ids, tail_ids = self._ids_with_image(head), self._ids_with_image(tail)
-        answer_ids = self._ids(self.template.answer_body(answer)) + self.eos_ids if answer is not None else []
-        question_ids = self._ids(question)
-        budget = self.max_length - len(self.bos_ids) - len(head_ids) - len(tail_ids) - len(answer_ids)
+    def encode(
+        self,
+        sample_id: str,
+        question: str,
+        answer: str | None,
+        history: Sequence[Sequence[str]] = (),
+    ) -> tuple[list[int], list[int]]:
+        """Return (input_ids, labels) of one sample; the last question is cut to fit max_length, nothing else.
+
+        history holds the conversation's earlier (question, answer) turns: they come first, as LLaVA trains
+        a conversation, and every answer is supervised while every prompt (and the image) is masked.
+        """
+        turns = [*((q, a) for q, a in history), (question, answer)]
+        parts = []  # per turn: prompt head, question, prompt tail, answer ids
+        for k, (q, a) in enumerate(turns):
+            head, q, tail = self.template.prompt_parts(q) if k == 0 else self.template.turn_parts(q)
+            answer_ids = self._ids(self.template.answer_body(a)) + self.eos_ids if a is not None else []
+            parts.append((self._ids_with_image(head), self._ids(q), self._ids_with_image(tail), answer_ids))
+        fixed = len(self.bos_ids) + sum(len(h) + len(t) + len(a) for h, _, t, a in parts)
+        fixed += sum(len(q) for _, q, _, _ in parts[:-1])
+        question_ids = parts[-1][1]
+        budget = self.max_length - fixed
         if budget < 0:
             raise ValueError(
-                f"sample {sample_id!r}: the image tokens, template and answer alone take "
-                f"{self.max_length - budget} tokens, more than max_length={self.max_length}; "
+                f"sample {sample_id!r}: the image tokens, template, earlier turns and answers alone take "
+                f"{fixed} tokens, more than max_length={self.max_length}; "
                 "raise max_length (answers and image tokens are never truncated)."
             )
         if len(question_ids) > budget:
@@ -124,8 +140,13 @@ class LlavaCollator:
             self.truncated += 1
             self.truncated_ids.append(sample_id)
             question_ids = question_ids[:budget]
-        prompt_ids = self.bos_ids + head_ids + question_ids + tail_ids
-        return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        parts[-1] = (parts[-1][0], question_ids, parts[-1][2], parts[-1][3])
+        ids, labels = list(self.bos_ids), [IGNORE_INDEX] * len(self.bos_ids)
+        for head_ids, q_ids, tail_ids, answer_ids in parts:
+            prompt_ids = head_ids + q_ids + tail_ids
+            ids += prompt_ids + answer_ids
+            labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        return ids, labels
 
     def __call__(self, records: list[VQARecord | ReportRecord]) -> dict:
         """Return input_ids/attention_mask/labels (batch, seq), pixel_values (batch, 3, H, W) and qids."""
@@ -135,7 +156,8 @@ class LlavaCollator:
             if isinstance(record, ReportRecord) and self.train:
                 instruction = report_instruction(self.rng)
             qid, question, answer, image = _sample(record, instruction)
-            ids, labels = self.encode(qid, question, answer if self.train else None)
+            history = record.extra.get("history", ()) if isinstance(record, VQARecord) else ()
+            ids, labels = self.encode(qid, question, answer if self.train else None, history)
             ids_rows.append(ids)
             label_rows.append(labels)
             images.append(load_image(image, qid))

@@ -17,7 +17,11 @@ VICUNA_V1_SYSTEM = (
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A single-turn chat format: prompt_format holds {question} (and <image> once); answer_format holds {answer}."""
+    """A chat format: prompt_format holds the first {question} (and <image> once); answer_format holds {answer}.
+
+    turn_format is a later user turn of a multi-turn conversation (no system prompt, no image), as the
+    model's own conversation template continues it; None where the format has no later turns.
+    """
 
     name: str
     prompt_format: str
@@ -25,6 +29,7 @@ class PromptTemplate:
     eos: str = "</s>"
     add_bos: bool = False
     image_placeholder: str | None = IMAGE_PLACEHOLDER
+    turn_format: str | None = None
 
     def __post_init__(self):
         if self.prompt_format.count("{question}") != 1:
@@ -37,12 +42,26 @@ class PromptTemplate:
             )
         if self.answer_format.count("{answer}") != 1:
             raise ValueError(f"template {self.name!r}: answer_format must contain '{{answer}}' exactly once.")
+        if self.turn_format is not None and self.turn_format.count("{question}") != 1:
+            raise ValueError(f"template {self.name!r}: turn_format must contain '{{question}}' exactly once.")
 
     def prompt_parts(self, question: str) -> tuple[str, str, str]:
         """Return (text before the question, the question, text after it) of the prompt."""
         head, tail = self.prompt_format.split("{question}")
         if self.image_placeholder is not None:
             # A stray placeholder in the question would add a second image slot.
+            question = " ".join(question.replace(self.image_placeholder, " ").split())
+        return head, question, tail
+
+    def turn_parts(self, question: str) -> tuple[str, str, str]:
+        """Return (text before, the question, text after) of a later user turn of a conversation."""
+        if self.turn_format is None:
+            raise ValueError(
+                f"template {self.name!r} has no format for a later conversation turn; "
+                "train multi-turn conversations with a chat template that has one (vicuna_v1, mistral_instruct)."
+            )
+        head, tail = self.turn_format.split("{question}")
+        if self.image_placeholder is not None:
             question = " ".join(question.replace(self.image_placeholder, " ").split())
         return head, question, tail
 
@@ -59,13 +78,20 @@ class PromptTemplate:
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
+    # Later turns follow LLaVA's conv_vicuna_v1 (sep " ", sep2 "</s>") and conv_mistral_instruct (LLAMA_2 style).
     "vicuna_v1": PromptTemplate(
-        "vicuna_v1", VICUNA_V1_SYSTEM + " USER: <image>\n{question} ASSISTANT:", add_bos=True
+        "vicuna_v1",
+        VICUNA_V1_SYSTEM + " USER: <image>\n{question} ASSISTANT:",
+        add_bos=True,
+        turn_format="USER: {question} ASSISTANT:",
     ),
     "mistral_instruct": PromptTemplate(
-        "mistral_instruct", "[INST] <image>\n{question} [/INST]", add_bos=True
+        "mistral_instruct",
+        "[INST] <image>\n{question} [/INST]",
+        add_bos=True,
+        turn_format="[INST] {question} [/INST]",
     ),
-    "demo": PromptTemplate("demo", "<image>\nQ: {question}\nA:"),
+    "demo": PromptTemplate("demo", "<image>\nQ: {question}\nA:", turn_format="\nQ: {question}\nA:"),
     # BLIP-VQA encodes the question alone; the image enters through cross-attention, not a placeholder.
     "blip_vqa": PromptTemplate("blip_vqa", "{question}", "{answer}", eos="[SEP]", image_placeholder=None),
 }
