@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:  # naming families and groups must not import transformers (`medtune --help` stays instant)
     from transformers import PretrainedConfig
 
-Family = Literal["llava", "miss"]
+Family = Literal["llava", "miss", "vlm"]
 
 # Module groups of each family in the paper's order; a paradigm gives one state per group.
 FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
     "llava": ("vision_tower", "connector", "llm", "lm_head"),
     "miss": ("vit", "jtm", "dec"),
+    # any supported image-text-to-text checkpoint; groups are found from its own module names (groups.py)
+    "vlm": ("vision_tower", "connector", "llm", "lm_head"),
 }
 ASSETS = Path(__file__).parent / "assets"
 
@@ -49,7 +51,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {}
 # The modules whose import registers the built-in presets; imported on the first lookup, not with the package.
-BUILTIN_PRESET_MODULES = ("bench", "llava_med", "miss", "tiny")
+BUILTIN_PRESET_MODULES = ("bench", "llava_med", "miss", "tiny", "vlm_presets", "vlm_tiny")
 
 
 def register_builtin_presets() -> None:
@@ -76,8 +78,16 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of: {known}") from None
 
 
-def default_preset(family: str) -> Preset:
-    """Return the built-in demo preset of ``family`` (what `medtune train FAMILY METHOD` tunes)."""
+def default_preset(family: str, model_path: str | Path | None = None) -> Preset:
+    """Return the preset `medtune train FAMILY METHOD` uses when none is named: the family's demo model.
+
+    The vlm family has no demo model: with ``model_path`` its preset is the one of the checkpoint's own
+    architecture (read from its config.json), without it MedGemma 4B's shape (for `medtune params`).
+    """
     if family not in FAMILY_GROUPS:
         raise ValueError(f"unknown family {family!r}; choose one of: {', '.join(FAMILY_GROUPS)}")
+    if family == "vlm":
+        from medtune.core_models.vlm import preset_for_checkpoint
+
+        return preset_for_checkpoint(model_path)
     return get_preset(f"tiny-{family}")

@@ -1,0 +1,314 @@
+"""Tiny vlm checkpoints for tests and smoke runs: each supported architecture at a few hundred thousand parameters.
+
+`write_tiny_vlm` saves a complete HF-format checkpoint folder, as a release ships it: random weights from the
+tiny preset's config, a byte-level BPE tokenizer trained on the given texts with the architecture's special
+tokens at fixed ids, the architecture's own image processor configured small, its own processor class, and a
+chat template that renders the release's single-image turn format (Gemma 3, Qwen2.5-VL / ChatML, SmolVLM).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    Gemma3Config,
+    Gemma3Processor,
+    Idefics3Config,
+    Idefics3Processor,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
+)
+
+from medtune.core_models.presets import Preset, register_preset
+from medtune.core_models.vlm_processor import ImageOnlyQwen2_5_VLProcessor, save_processor
+
+TINY_VOCAB = 400
+TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vocab_size": TINY_VOCAB,
+    "max_position_embeddings": 512,
+}
+TINY_VIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+# Special tokens come first in each tiny vocabulary, so their ids are fixed and the configs can name them.
+GEMMA3_SPECIALS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+]
+QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+IDEFICS3_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+
+# Chat templates written for these tiny checkpoints; each renders a single-image user turn and the assistant's
+# answer exactly as its release's template does.
+GEMMA3_CHAT = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+QWEN_CHAT = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SMOLVLM_CHAT = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}"
+    "{% elif item['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def tiny_gemma3_config() -> Gemma3Config:
+    """Return a tiny Gemma 3: SigLIP 2x32 at 32 px (16 patches pooled to 4 tokens), Gemma 3 LLM 2x64."""
+    ids = {t: i for i, t in enumerate(GEMMA3_SPECIALS)}
+    return Gemma3Config(
+        text_config={
+            **TINY_TEXT,
+            "head_dim": 32,
+            "query_pre_attn_scalar": 32,
+            "sliding_window": 64,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+        },
+        vision_config={**TINY_VIT, "image_size": 32, "patch_size": 8, "vision_use_head": False},
+        mm_tokens_per_image=4,
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+        image_token_index=ids["<image_soft_token>"],
+        architectures=["Gemma3ForConditionalGeneration"],
+    )
+
+
+def tiny_qwen2_5_vl_config() -> Qwen2_5_VLConfig:
+    """Return a tiny Qwen2.5-VL: 2x32 ViT with 4 px patches and a 2x2 merger, Qwen2.5 LLM 2x64 (M-RoPE)."""
+    ids = {t: i for i, t in enumerate(QWEN_SPECIALS)}
+    return Qwen2_5_VLConfig(
+        text_config={
+            **TINY_TEXT,
+            "bos_token_id": 0,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": 0,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 16,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        architectures=["Qwen2_5_VLForConditionalGeneration"],
+    )
+
+
+def tiny_idefics3_config() -> Idefics3Config:
+    """Return a tiny Idefics3 (SmolVLM): SigLIP 2x32 at 32 px tiles, pixel shuffle x2 (4 tokens), LLaMA 2x64."""
+    ids = {t: i for i, t in enumerate(IDEFICS3_SPECIALS)}
+    return Idefics3Config(
+        text_config={
+            **TINY_TEXT,
+            "model_type": "llama",
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": ids["<end_of_utterance>"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={**TINY_VIT, "image_size": 32, "patch_size": 8},
+        scale_factor=2,
+        image_token_id=ids["<image>"],
+        architectures=["Idefics3ForConditionalGeneration"],
+    )
+
+
+@dataclass(frozen=True)
+class TinyKit:
+    """What a tiny checkpoint of one architecture is made of besides its config."""
+
+    specials: list[str]
+    named: dict  # the tokenizer's bos/eos/pad/unk and model-specific special tokens
+    chat_template: str
+
+
+KITS: dict[str, TinyKit] = {
+    "tiny-gemma3": TinyKit(
+        GEMMA3_SPECIALS,
+        {
+            "pad_token": "<pad>",
+            "eos_token": "<eos>",
+            "bos_token": "<bos>",
+            "unk_token": "<unk>",
+            "extra_special_tokens": {
+                "image_token": "<image_soft_token>",
+                "boi_token": "<start_of_image>",
+                "eoi_token": "<end_of_image>",
+            },
+        },
+        GEMMA3_CHAT,
+    ),
+    "tiny-qwen2.5-vl": TinyKit(
+        QWEN_SPECIALS,
+        {
+            "pad_token": "<|endoftext|>",
+            "eos_token": "<|im_end|>",
+            "extra_special_tokens": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        },
+        QWEN_CHAT,
+    ),
+    "tiny-idefics3": TinyKit(
+        IDEFICS3_SPECIALS,
+        {"pad_token": "<|endoftext|>", "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>"},
+        SMOLVLM_CHAT,
+    ),
+}
+
+
+def bpe_tokenizer(
+    texts: Iterable[str], kit: TinyKit, vocab_size: int = TINY_VOCAB
+) -> PreTrainedTokenizerFast:
+    """Return a byte-level BPE tokenizer trained on ``texts`` with ``kit``'s special tokens at ids 0, 1, ..."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=kit.specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **kit.named)
+
+
+def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
+    """Return the architecture's own processor with its image processor configured for 32 px inputs."""
+    kit = KITS[preset]
+    if preset == "tiny-gemma3":
+        from transformers import Gemma3ImageProcessorPil
+
+        images = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+        return Gemma3Processor(images, tokenizer, chat_template=kit.chat_template, image_seq_length=4)
+    if preset == "tiny-qwen2.5-vl":
+        from transformers import Qwen2VLImageProcessorPil
+
+        # dynamic resolution: each side rounded to a multiple of 8 px (patch 4 x merge 2), area in [64, 1024]
+        images = Qwen2VLImageProcessorPil(
+            size={"shortest_edge": 64, "longest_edge": 1024},
+            patch_size=4,
+            temporal_patch_size=2,
+            merge_size=2,
+        )
+        if importlib.util.find_spec("torchvision") is None:
+            return ImageOnlyQwen2_5_VLProcessor(images, tokenizer, chat_template=kit.chat_template)
+        from transformers import Qwen2VLVideoProcessor
+
+        return Qwen2_5_VLProcessor(
+            images, tokenizer, Qwen2VLVideoProcessor(), chat_template=kit.chat_template
+        )
+    from transformers import Idefics3ImageProcessorPil
+
+    # image splitting: the longest edge goes to 64 px, cut into 32 px tiles, plus the whole image at 32 px
+    images = Idefics3ImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    return Idefics3Processor(images, tokenizer, image_seq_len=4, chat_template=kit.chat_template)
+
+
+def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
+    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3) to ``folder``."""
+    from medtune.core_models.model_class import build_model
+
+    folder = Path(folder)
+    words = ["user", "model", "assistant", "system", "You are a helpful assistant.", "User:", "Assistant:"]
+    tokenizer = bpe_tokenizer([*texts, *words], KITS[preset])
+    torch.manual_seed(seed)
+    model = build_model(preset)
+    model.save_pretrained(folder)
+    save_processor(tiny_processor(preset, tokenizer), folder)
+    return folder
+
+
+for _name, _make, _arch, _layer, _what in (
+    (
+        "tiny-gemma3",
+        tiny_gemma3_config,
+        "Gemma3ForConditionalGeneration",
+        "Gemma3DecoderLayer",
+        "Gemma 3 (MedGemma's architecture): SigLIP 2x32, Gemma 3 LLM 2x64",
+    ),
+    (
+        "tiny-qwen2.5-vl",
+        tiny_qwen2_5_vl_config,
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen2_5_VLDecoderLayer",
+        "Qwen2.5-VL (Lingshu's): 2x32 ViT + 2x2 merger, Qwen2.5 2x64",
+    ),
+    (
+        "tiny-idefics3",
+        tiny_idefics3_config,
+        "Idefics3ForConditionalGeneration",
+        "LlamaDecoderLayer",
+        "Idefics3 (SmolVLM's): SigLIP 2x32 tiles, LLaMA 2x64",
+    ),
+):
+    register_preset(
+        Preset(
+            name=_name,
+            family="vlm",
+            description=f"tests: a tiny {_what} (random init; write_tiny_vlm saves a checkpoint)",
+            make_config=_make,
+            template="chat",
+            decoder_layer=_layer,
+            notes={"model_class": _arch},
+        )
+    )
