@@ -193,3 +193,27 @@ def test_resume_after_a_kill_mid_replace_and_with_changed_data(slake, tmp_path, 
     assert train(moved, tmp_path, *argv, "--resume", str(run)) == 0
     assert "removed" in capsys.readouterr().out
     assert not any(p.name.endswith((".old", ".tmp")) for p in run.iterdir())
+
+
+def test_ctrl_c_after_a_checkpoint_says_how_to_resume(slake, tmp_path, capsys, monkeypatch):
+    import medtune.tuning.train as loop
+
+    real = loop.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):  # Ctrl-C arriving just after the first checkpoint
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    assert train(slake, tmp_path, "--save-every", "1", "--max-steps", "3") == 130
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"continue the run with the same command plus --resume {run}" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_not_called_killed(slake, tmp_path, capsys):
+    assert train(slake, tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert train(slake, tmp_path, "--resume", str(run)) == 2
+    err = refused(capsys, "the run finished (its adapter is saved)")
+    assert "killed" not in err

@@ -134,6 +134,12 @@ def find_checkpoint(run_dir: Path) -> Path:
     for candidate in (run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.old"):
         if (candidate / POSITION).is_file():
             return candidate
+    if (run_dir / "adapter").is_dir():
+        raise UsageError(
+            f"{run_dir} has no checkpoint to resume from: the run finished (its adapter is saved) without "
+            "--save-every checkpoints, so there is nothing to continue; score it with medtune eval or start a "
+            "new run"
+        )
     raise UsageError(
         f"{run_dir} has no checkpoint to resume from (no {CHECKPOINT}/{POSITION}); the run was killed before "
         "its first --save-every interval, so start it again without --resume"

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medtune {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        from medtune.tuning.run_dir import interrupted_hint  # stdlib only: cheap even here
+
+        print(f"\ninterrupted{interrupted_hint()}", file=sys.stderr)
         return 130
 
 

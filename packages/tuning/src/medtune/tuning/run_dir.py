@@ -11,6 +11,9 @@ from typing import Any
 
 from medtune.tuning.errors import UsageError
 
+# The run directories this process made or resumed, newest last: an interrupt says how to continue it.
+_runs: list[Path] = []
+
 
 def new_run_dir(root: str | Path, family: str, method: str) -> Path:
     """Create and return ``runs/<timestamp>-<family>-<method>/`` (a suffix keeps same-second runs apart)."""
@@ -26,6 +29,7 @@ def new_run_dir(root: str | Path, family: str, method: str) -> Path:
             path = root / f"{stamp}-{family}-{method}{'' if i == 0 else f'-{i}'}"
             try:
                 path.mkdir()
+                _runs.append(path)
                 return path
             except FileExistsError:
                 continue
@@ -77,6 +81,7 @@ def clean_interrupted(run_dir: Path) -> list[str]:
     A ``.X.old`` beside a complete ``X`` is removed; one without ``X`` is renamed back to ``X`` (it is the
     last complete copy); ``*.tmp`` files and folders were never complete and are removed.
     """
+    _runs.append(run_dir)
     done: list[str] = []
     folders = [run_dir, *(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))]
     for folder in folders:
@@ -137,3 +142,21 @@ def truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(f"{line}\n" for line in kept))
     os.replace(tmp, path)
+
+
+def interrupted_hint() -> str:
+    """Return how to continue the run this process was in when interrupted ('' when it made none)."""
+    if not _runs:
+        return ""
+    run = _runs[-1]
+    if (run / "adapter").is_dir() and not (run / "checkpoint").is_dir():
+        return f"; the run in {run} had saved its adapter, so `medtune eval {run}` scores it"
+    if (run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir():
+        return (
+            f"; continue the run with the same command plus --resume {run} "
+            "(it restarts from its last checkpoint)"
+        )
+    return (
+        f"; the run in {run} had no checkpoint yet, so start it again (--save-every N writes checkpoints "
+        "that --resume can continue from)"
+    )
