@@ -11,6 +11,7 @@ from medtune.eval import SCORER_VERSION, normalize_answer, score_vqa, score_vqa_
         ("Two", "2"),
         ("isnt", "isn't"),
         ("isn't", "isn't"),
+        ("hows", "how's"),  # the VQA contraction table, as LLaVA-Med's
         ("x-ray, chest!", "x ray chest"),
         ("3.5 cm", "3.5 cm"),
         ("1,000", "1000"),

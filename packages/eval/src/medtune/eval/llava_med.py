@@ -44,7 +44,7 @@ _NUMBER_WORDS = {
 _ARTICLES = frozenset({"a", "an", "the"})
 # The VQA-evaluation contraction table LLaVA-Med ships, less the entries that can never fire after
 # lower-casing (keys with capitals such as "Im") or that map a word to itself ("let's", "she's").
-_CONTRACTIONS = {
+LLAVA_MED_CONTRACTIONS = {
     "cant": "can't",
     "didnt": "didn't",
     "dont": "don't",
@@ -175,7 +175,7 @@ def llava_med_normalize(text: str) -> str:
         out = out.replace(mark, "" if vanish_all or touches_space else " ")
     out = _PERIOD.sub("", out, count=_PERIOD_COUNT)
     words = [_NUMBER_WORDS.get(word, word) for word in out.split()]
-    words = [_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES]
+    words = [LLAVA_MED_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES]
     return " ".join(words).replace(",", "")
 
 

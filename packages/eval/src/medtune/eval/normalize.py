@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from medtune.eval.llava_med import LLAVA_MED_CONTRACTIONS
+
 # Number words become digits so "two" and "2" agree, as in the VQA evaluation (extended to twenty).
 _NUMBER_WORDS = {
     "none": "0",
@@ -31,43 +33,10 @@ _NUMBER_WORDS = {
     "twenty": "20",
 }
 _ARTICLES = frozenset({"a", "an", "the"})
-# Apostrophe-less spellings mapped to their contraction so "isnt" and "isn't" agree. Forms that are
-# also ordinary words ("ill", "its", "were", "well", "shed", "id") are left out on purpose.
-_CONTRACTIONS = {
-    "aint": "ain't",
-    "arent": "aren't",
-    "cant": "can't",
-    "couldnt": "couldn't",
-    "couldve": "could've",
-    "didnt": "didn't",
-    "doesnt": "doesn't",
-    "dont": "don't",
-    "hadnt": "hadn't",
-    "hasnt": "hasn't",
-    "havent": "haven't",
-    "hes": "he's",
-    "im": "i'm",
-    "isnt": "isn't",
-    "itll": "it'll",
-    "ive": "i've",
-    "mightnt": "mightn't",
-    "mustnt": "mustn't",
-    "neednt": "needn't",
-    "shouldnt": "shouldn't",
-    "shouldve": "should've",
-    "thats": "that's",
-    "theres": "there's",
-    "theyre": "they're",
-    "theyve": "they've",
-    "wasnt": "wasn't",
-    "werent": "weren't",
-    "whats": "what's",
-    "wont": "won't",
-    "wouldnt": "wouldn't",
-    "wouldve": "would've",
-    "youre": "you're",
-    "youve": "you've",
-}
+# Apostrophe-less spellings mapped to their contraction so "isnt" and "isn't" agree: the VQA table
+# LLaVA-Med uses, less its one reversed entry ("somebody'd" -> "somebodyd"). Forms that are also
+# ordinary words ("ill", "its", "were", "well", "shed", "id") are in neither.
+_CONTRACTIONS = {key: value for key, value in LLAVA_MED_CONTRACTIONS.items() if key != "somebody'd"}
 _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
 # A period is punctuation unless it sits inside a number ("3.5").
 _PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
