@@ -6,6 +6,7 @@ import torch
 from medtune.data import (
     IGNORE_INDEX,
     BlipVQACollator,
+    DataError,
     LlavaCollator,
     ReportRecord,
     VQARecord,
@@ -134,7 +135,7 @@ def test_no_room_for_the_answer_is_an_error(tmp_path, builders, tokenizer, image
     collator = LlavaCollator(
         tokenizer, image_processor, get_template("demo"), num_image_tokens=8, max_length=10
     )
-    with pytest.raises(ValueError, match=r"'q': .*raise max_length"):
+    with pytest.raises(DataError, match=r"id 'q', field 'answer': .*more than the 10 .*shorten that answer"):
         collator([_record(tmp_path, builders, "q", "which organ?", "lung")])
 
 
@@ -311,5 +312,5 @@ def test_blip_vqa_collator(tmp_path, builders, bert_tokenizer, image_processor):
 
 def test_blip_answer_too_long_is_an_error(tmp_path, builders, bert_tokenizer, image_processor):
     collator = BlipVQACollator(bert_tokenizer, image_processor, max_answer_length=3)
-    with pytest.raises(ValueError, match="'a': the answer takes 5 tokens"):
+    with pytest.raises(DataError, match="id 'a', field 'answer': the answer takes 5 tokens, more than the 3"):
         collator([_record(tmp_path, builders, "a", "which organ?", "left upper lung")])

@@ -11,7 +11,7 @@ import torch
 
 from medtune.data.images import load_image
 from medtune.data.instructions import REPORT_INFERENCE_INSTRUCTION, report_instruction
-from medtune.data.records import ReportRecord, VQARecord
+from medtune.data.records import DataError, Rejection, ReportRecord, VQARecord
 from medtune.data.templates import PromptTemplate
 
 IGNORE_INDEX = -100
@@ -38,6 +38,20 @@ def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
         r + [value] * (width - len(r)) if side == "right" else [value] * (width - len(r)) + r for r in rows
     ]
     return torch.tensor(padded, dtype=torch.long)
+
+
+def too_long(sample_id: str, why: str) -> DataError:
+    """Return the record error for a sample whose answer cannot fit (answers are never truncated)."""
+    return DataError(
+        Rejection(
+            "the training data",
+            None,
+            sample_id,
+            "answer",
+            f"{why}; shorten that answer or remove the record (answers and image tokens are never cut, "
+            "since a cut answer would teach the model to stop mid-sentence).",
+        )
+    )
 
 
 class LlavaCollator:
@@ -126,10 +140,10 @@ class LlavaCollator:
         question_ids = parts[-1][1]
         budget = self.max_length - fixed
         if budget < 0:
-            raise ValueError(
-                f"sample {sample_id!r}: the image tokens, template, earlier turns and answers alone take "
-                f"{fixed} tokens, more than max_length={self.max_length}; "
-                "raise max_length (answers and image tokens are never truncated)."
+            raise too_long(
+                sample_id,
+                f"the image tokens, template, earlier turns and answers alone take {fixed} tokens, more than "
+                f"the {self.max_length} a sample may have",
             )
         if len(question_ids) > budget:
             warnings.warn(
@@ -223,9 +237,10 @@ class BlipVQACollator:
                 self.end_id,
             ]
             if self.train and len(answer) > self.max_answer_length:
-                raise ValueError(
-                    f"sample {record.qid!r}: the answer takes {len(answer)} tokens, more than "
-                    f"max_answer_length={self.max_answer_length}; raise it (answers are never truncated)."
+                raise too_long(
+                    record.qid,
+                    f"the answer takes {len(answer)} tokens, more than the {self.max_answer_length} the "
+                    "decoder is trained on",
                 )
             answers.append(answer)
             images.append(load_image(record.image, record.qid))
