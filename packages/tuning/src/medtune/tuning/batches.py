@@ -10,6 +10,10 @@ def make_collator(built: Built, *, train: bool, max_length: int = 512):
     """Return the collator that turns records into model inputs for ``built``'s family."""
     if built.family == "miss":
         return BlipVQACollator(built.tokenizer, built.image_processor, train=train)
+    if built.family == "vlm":  # the checkpoint's own chat template and processor
+        from medtune.data.chat_collator import ChatTemplateCollator
+
+        return ChatTemplateCollator(built.processor, train=train)
     return LlavaCollator(
         built.tokenizer,
         built.image_processor,

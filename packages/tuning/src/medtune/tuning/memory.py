@@ -64,6 +64,10 @@ def default_seq_len(model: nn.Module, family: str) -> int:
     if family == "llava":
         vision = model.config.vision_config
         return (vision.image_size // vision.patch_size) ** 2 + 128
+    if family == "vlm":  # the architecture's image tokens at the planning resolution (core_models.vlm)
+        from medtune.core_models.vlm import rule_of
+
+        return rule_of(model).image_tokens(model.config) + 128
     return 35  # BLIP-VQA's question limit
 
 
@@ -73,19 +77,25 @@ def stacks(
     """Return the model's transformer stacks in forward order with their shapes for one training sequence."""
     config = model.config
     vision = config.vision_config
-    patches = (vision.image_size // vision.patch_size) ** 2 + 1
-    vit = Stack(
-        FAMILY_GROUPS[family][0],
-        vision.num_hidden_layers,
-        vision.hidden_size,
-        vision.intermediate_size,
-        vision.hidden_size,
-        vision.num_attention_heads,
-        patches,
-        eager=family == "miss" or not fused,
-    )
+    if family == "vlm":  # each architecture's tower shape comes from its rule (Qwen-VL's configs differ)
+        from medtune.core_models.vlm import rule_of
+
+        t = rule_of(model).vision(config)
+        vit = Stack("vision_tower", t.layers, t.hidden, t.intermediate, t.kv_dim, t.heads, t.tokens, eager=not fused)
+    else:
+        patches = (vision.image_size // vision.patch_size) ** 2 + 1
+        vit = Stack(
+            FAMILY_GROUPS[family][0],
+            vision.num_hidden_layers,
+            vision.hidden_size,
+            vision.intermediate_size,
+            vision.hidden_size,
+            vision.num_attention_heads,
+            patches,
+            eager=family == "miss" or not fused,
+        )
     text = config.text_config
-    if family == "llava":
+    if family in ("llava", "vlm"):
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         kv = (text.num_key_value_heads or text.num_attention_heads) * head_dim
         llm = Stack("llm", text.num_hidden_layers, text.hidden_size, text.intermediate_size, kv,
@@ -171,7 +181,7 @@ def plan_memory(
             kept = stack.layers * full_layer
         activations += batch * kept * dtype_bytes
     text = model.config.text_config
-    logit_tokens = seq_len if family == "llava" else 10
+    logit_tokens = seq_len if family in ("llava", "vlm") else 10
     activations += (
         batch * logit_tokens * text.vocab_size * (dtype_bytes + 12)
     )  # logits, fp32 copy, log-softmax, grad

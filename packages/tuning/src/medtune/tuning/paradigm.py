@@ -12,7 +12,7 @@ __all__ = ["DEFAULT_PARADIGM", "STATES", "Paradigm", "State", "UsageError"]
 
 State = Literal["T", "F", "PEFT"]
 STATES: tuple[State, ...] = ("T", "F", "PEFT")
-DEFAULT_PARADIGM = {"llava": "F,F,PEFT,F", "miss": "T,PEFT,T"}
+DEFAULT_PARADIGM = {"llava": "F,F,PEFT,F", "miss": "T,PEFT,T", "vlm": "F,F,PEFT,F"}
 
 
 @dataclass(frozen=True)

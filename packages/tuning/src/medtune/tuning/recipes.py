@@ -24,6 +24,17 @@ PAPER_RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 4,
         "epochs": 3.0,
     },
+    # The vlm family's checkpoints are LLaVA-style decoders: the LLaVA-Med recipe.
+    "vlm": {
+        "lr": 2e-5,
+        "warmup_ratio": 0.03,
+        "scheduler": "cosine",
+        "weight_decay": 0.0,
+        "bf16": True,
+        "tf32": True,
+        "batch_size": 4,
+        "epochs": 3.0,
+    },
     "miss": {
         "lr": 2e-5,
         "warmup_ratio": 0.0,

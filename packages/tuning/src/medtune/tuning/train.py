@@ -200,10 +200,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     if cfg.fsdp:
         layers = shard_model(
             tuned.model,
-            get_preset(cfg.preset).decoder_layer,
+            built.preset.decoder_layer,  # the vlm family's is the loaded checkpoint's own
             bf16=cfg.bf16 and torch.cuda.is_available(),
         )
-        say(f"FSDP2: {layers} {get_preset(cfg.preset).decoder_layer} units + the root, full shard")
+        say(f"FSDP2: {layers} {built.preset.decoder_layer} units + the root, full shard")
 
     sampler = EpochShuffle(len(train_records), cfg.seed)
     loader = DataLoader(

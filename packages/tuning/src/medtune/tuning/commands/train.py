@@ -129,7 +129,7 @@ def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
     get_method(args.method)
     paradigm = Paradigm.parse(args.paradigm, args.family)
     try:
-        preset = get_preset(args.preset) if args.preset else default_preset(args.family)
+        preset = get_preset(args.preset) if args.preset else default_preset(args.family, args.model_path)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if preset.family != args.family:

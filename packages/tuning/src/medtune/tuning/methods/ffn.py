@@ -18,7 +18,7 @@ from medtune.tuning.methods.blocks import block_parameter_names
 def is_ffn_block(module: nn.Module) -> bool:
     """True for MLP modules and BERT-style Intermediate/Output modules (not an attention block's SelfOutput)."""
     name = type(module).__name__
-    return name.endswith(("MLP", "Intermediate", "MultiModalProjector", "LinearProjector")) or (
+    return name.endswith(("MLP", "Intermediate", "MultiModalProjector", "LinearProjector", "PatchMerger")) or (
         name.endswith("Output") and not name.endswith("SelfOutput")
     )
 

@@ -10,9 +10,10 @@ from medtune.tuning.methods.base import Method, MethodOptions, Selection, regist
 from medtune.tuning.errors import UsageError
 
 # The paper's defaults: rank 8 on self-attention query/value for MISS; rank 4 on every LLM linear for LLaVA.
-DEFAULT_RANK = {"llava": 4, "miss": 8}
+DEFAULT_RANK = {"llava": 4, "miss": 8, "vlm": 4}  # vlm: as llava
 DEFAULT_TARGETS: dict[str, tuple[str, ...] | None] = {
     "llava": None,  # every linear of the tuned groups
+    "vlm": None,
     "miss": ("attention.self.query", "attention.self.value"),
 }
 NEVER_TARGET = ("lm_head",)

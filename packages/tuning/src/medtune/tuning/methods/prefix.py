@@ -20,7 +20,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
 from medtune.tuning.errors import UsageError
 
-DEFAULT_TOKENS = {"llava": 5, "miss": 10}
+DEFAULT_TOKENS = {"llava": 5, "miss": 10, "vlm": 5}
 VISION_GROUPS = ("vision_tower", "vit")
 
 
@@ -28,6 +28,16 @@ def text_stacks(model: nn.Module, family: str, groups: tuple[str, ...]) -> dict[
     """Return {group: (text transformer stack, is_bidirectional)} for the tuned groups that hold one."""
     if family == "llava":
         return {"llm": (model.model.language_model, False)} if "llm" in groups else {}
+    if family == "vlm":  # where the LLM sits depends on the architecture (its rule says)
+        from medtune.core_models.vlm import rule_of
+
+        rule = rule_of(model)
+        if rule.prefix_refusal and "llm" in groups:
+            raise UsageError(
+                f"prefix tuning is not available for {rule.architecture}: {rule.prefix_refusal}; choose another "
+                "method (ln, lora, attention, ffn, full)"
+            )
+        return {"llm": (model.get_submodule(rule.text_stack), False)} if "llm" in groups else {}
     stacks = {"jtm": (model.text_encoder, True), "dec": (model.text_decoder.bert, False)}
     return {g: s for g, s in stacks.items() if g in groups}
 

@@ -1,0 +1,129 @@
+"""Collate records for any checkpoint with a processor and a chat template: its own prompt format, its own images.
+
+The prompt is what the checkpoint's chat template renders for one user turn (an image, then the question) with
+the generation prompt; for training, the template renders the assistant's answer too and the labels supervise
+exactly the characters the template adds after the prompt (the answer and its end-of-turn marker). The processor
+then expands the image placeholders (dynamic resolution for Qwen2.5-VL, image splitting for Idefics3, ...), so the
+image tokens, pixel values and whatever else the model takes (image_grid_thw, pixel_attention_mask,
+token_type_ids) come from the checkpoint's own code.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from medtune.data.collators import IGNORE_INDEX, _sample
+from medtune.data.images import load_image
+from medtune.data.instructions import REPORT_INFERENCE_INSTRUCTION, report_instruction
+from medtune.data.records import ReportRecord, VQARecord
+
+
+def user_turn(question: str) -> list[dict]:
+    """Return the one-turn conversation a sample asks: an image, then the question."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def render(processor, question: str, answer: str | None) -> tuple[str, str]:
+    """Return (prompt up to where the answer starts, the answer as the chat template writes it; "" for None)."""
+    turn = user_turn(question)
+    prompt = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    if answer is None:
+        return prompt, ""
+    reply = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+    full = processor.apply_chat_template([*turn, reply], tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError(
+            "the checkpoint's chat template renders the conversation with an answer differently from the prompt "
+            f"it renders for generation ({prompt[-40:]!r} is not where {full[: len(prompt)][-40:]!r} is); "
+            "medtune supervises the text after the prompt, so it needs a template whose prompt is a prefix"
+        )
+    return prompt, full[len(prompt) :]
+
+
+class ChatTemplateCollator:
+    """Build batches through a processor: input_ids, attention_mask, labels (train), the image inputs, qids."""
+
+    def __init__(self, processor, *, train: bool = True, seed: int = 0):
+        if not getattr(processor, "chat_template", None):
+            raise ValueError("the processor has no chat template; load the checkpoint's own processor")
+        self.processor, self.train = processor, train
+        self.rng = random.Random(seed)
+        # Generation continues from the last prompt token, so prompts are left-padded for it.
+        self.padding_side = "right" if train else "left"
+        self.truncated = 0  # nothing is ever truncated: image tokens and answers must stay whole
+        self.truncated_ids: list[str] = []
+
+    def texts(self, question: str, answer: str | None) -> tuple[str, str]:
+        """Return (prompt, answer text) of one sample as the chat template renders them."""
+        return render(self.processor, question, answer if self.train else None)
+
+    def length(self, record: VQARecord | ReportRecord) -> int:
+        """Return the record's text tokens as the template renders them (image tokens left out; for ordering)."""
+        _, question, answer, _ = _sample(record, REPORT_INFERENCE_INSTRUCTION)
+        text = "".join(self.texts(question, answer))
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, records: list[VQARecord | ReportRecord]) -> dict:
+        """Return the processor's tensors for the batch (input_ids: (batch, seq)), labels when training, qids."""
+        prompts, answers, images, qids = [], [], [], []
+        for record in records:
+            instruction = REPORT_INFERENCE_INSTRUCTION
+            if isinstance(record, ReportRecord) and self.train:
+                instruction = report_instruction(self.rng)
+            qid, question, answer, image = _sample(record, instruction)
+            prompt, answer_text = self.texts(question, answer)
+            prompts.append(prompt)
+            answers.append(answer_text)
+            images.append([load_image(image, qid)])
+            qids.append(qid)
+        texts = [p + a for p, a in zip(prompts, answers)]
+        tokenizer = self.processor.tokenizer
+        side = tokenizer.padding_side
+        tokenizer.padding_side = self.padding_side
+        try:
+            # The template writes the special tokens (BOS included) itself, so the tokenizer must add none.
+            batch = self.processor(
+                text=texts,
+                images=images,
+                padding=True,
+                add_special_tokens=False,
+                return_offsets_mapping=self.train,
+                return_tensors="pt",
+            )
+        finally:
+            tokenizer.padding_side = side
+        batch = dict(batch)
+        if self.train:
+            batch["labels"] = answer_labels(batch, [len(a) for a in answers], texts, self.processor)
+            batch.pop("offset_mapping", None)
+        batch["qids"] = qids
+        return batch
+
+
+def answer_labels(batch: dict, answer_chars: list[int], texts: list[str], processor) -> torch.Tensor:
+    """Return labels (batch, seq): the input ids of the tokens inside each text's last ``answer_chars`` characters.
+
+    Offsets are into the text after the processor expanded its image placeholders, which changes only the
+    prompt; so the answer is the same number of characters at the end of every expanded text.
+    """
+    ids, mask, offsets = batch["input_ids"], batch["attention_mask"], batch["offset_mapping"]
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for row in range(ids.shape[0]):
+        real = mask[row].bool()
+        ends = offsets[row, :, 1][real]
+        starts = offsets[row, :, 0][real]
+        if answer_chars[row] == 0:
+            continue
+        text_end = int(ends.max())
+        answer_start = text_end - answer_chars[row]
+        # a token belongs to the answer when it ends inside it (a token straddling the boundary is supervised)
+        keep = (ends > answer_start) & ~((starts == 0) & (ends == 0))
+        positions = real.nonzero().squeeze(1)[keep]
+        labels[row, positions] = ids[row, positions]
+        if not keep.any():
+            raise ValueError(
+                f"sample {row}: no token of the answer {texts[row][-answer_chars[row] :]!r} was found"
+            )
+    return labels
