@@ -83,3 +83,13 @@ def test_lengths_are_checked_everywhere():
         score_predictions(["a", "b"], ["a"], ["open", "open"], bertscore_model=NO_ENCODER)
     with pytest.raises(ValueError, match="no predictions to score"):
         rouge_l([], [])
+
+
+def test_the_normalisers_take_one_text():
+    from medtune.eval import normalize_answer
+    from medtune.eval.llava_med import llava_med_normalize
+
+    with pytest.raises(TypeError, match="not a NoneType"):
+        normalize_answer(None)
+    with pytest.raises(TypeError, match="not a list"):
+        llava_med_normalize(["yes"])

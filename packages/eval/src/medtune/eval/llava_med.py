@@ -164,6 +164,8 @@ LLAVA_MED_CONTRACTIONS = {
 
 def llava_med_normalize(text: str) -> str:
     """Return `text` normalised exactly as LLaVA-Med's scorer does (lower-casing first, as its caller does)."""
+    if not isinstance(text, str):
+        raise TypeError(f"llava_med_normalize takes one answer as text (a str), not a {type(text).__name__}.")
     text = text.lower()
     # Whether a punctuation mark becomes a space or vanishes is decided on the input text as a whole:
     # it vanishes when it touches a space anywhere, and every mark vanishes once any "digit,digit"

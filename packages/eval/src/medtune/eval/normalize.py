@@ -60,6 +60,8 @@ def strip_end_markers(text: str) -> str:
 def normalize_answer(text: str) -> str:
     """Return `text` cut at end markers, NFKC-folded and lower-cased, with punctuation, articles,
     number words and contractions normalised and characters of unspaced scripts (Chinese) spaced."""
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_answer takes one answer as text (a str), not a {type(text).__name__}.")
     text = unicodedata.normalize("NFKC", strip_end_markers(text)).lower()
     text = text.replace("\u2019", "'").replace("\u2018", "'")
     text = _DIGIT_COMMA.sub("", text)
