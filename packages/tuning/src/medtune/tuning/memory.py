@@ -81,7 +81,9 @@ def stacks(
         from medtune.core_models.vlm import rule_of
 
         t = rule_of(model).vision(config)
-        vit = Stack("vision_tower", t.layers, t.hidden, t.intermediate, t.kv_dim, t.heads, t.tokens, eager=not fused)
+        vit = Stack(
+            "vision_tower", t.layers, t.hidden, t.intermediate, t.kv_dim, t.heads, t.tokens, eager=not fused
+        )
     else:
         patches = (vision.image_size // vision.patch_size) ** 2 + 1
         vit = Stack(
