@@ -29,3 +29,21 @@ def test_scores_json_names_the_variant_of_every_number(tmp_path):
     assert [row["score"] for row in rows] == [0.0, 0.5, 0.0]
     assert [row["llava_med_score"] for row in rows] == [1.0, pytest.approx(2 / 3), None]
     assert rows[2]["prediction"] == "3"
+
+
+def test_the_summary_leads_with_the_chosen_variant():
+    from medtune.eval import score_vqa, vqa_summary
+
+    scores = score_vqa(["It appears normal", "lung, lung"], ["no", "left lung"], ["CLOSED", "OPEN"])
+    assert vqa_summary(scores) == (
+        "medtune: open 50.0% | closed 0.0% | global 25.0% "
+        "(llava-med: open 66.7% | closed 100.0% | global 83.3%)"
+    )
+    assert vqa_summary(scores, "llava-med").startswith("llava-med: open 66.7% | closed 100.0%")
+    # a type without questions, and scores written before the variants existed
+    assert "closed n/a" in vqa_summary(score_vqa(["liver"], ["liver"], ["OPEN"]))
+    assert (
+        vqa_summary({"open": 0.5, "closed": None, "global": 0.5}) == "open 50.0% | closed n/a | global 50.0%"
+    )
+    with pytest.raises(ValueError, match="Unknown scorer 'vqa'"):
+        vqa_summary(scores, "vqa")
