@@ -39,7 +39,7 @@ def test_a_mapping_or_a_number_is_not_a_list():
 @pytest.mark.parametrize("missing", [None, float("nan"), np.float64("nan")])
 def test_a_missing_prediction_is_an_empty_one(missing):
     scores = score_vqa([missing, "yes"], ["yes", "yes"], ["CLOSED", "CLOSED"])
-    assert scores["closed"] == 0.5 and scores["llava-med/closed"] == 0.5
+    assert scores["closed"] == 0.5 and scores["variants"]["llava-med"]["closed"] == 0.5
     assert scores["n_empty_predictions"] == 1
     text = score_text([missing, "lung"], ["lung", "lung"], bertscore_model=NO_ENCODER)
     assert text["n_empty_predictions_text"] == 1
@@ -59,7 +59,7 @@ def test_numbers_become_text_as_the_readers_write_them():
     predictions = [2, 3.0, np.int64(4), True, 2.5]
     answers = ["2", 3, "four", "yes", "2.5"]
     scores = score_vqa(predictions, answers, ["OPEN", "OPEN", "OPEN", "CLOSED", "OPEN"])
-    assert scores["global"] == 1.0 and scores["llava-med/global"] == 1.0
+    assert scores["global"] == 1.0 and scores["variants"]["llava-med"]["global"] == 1.0
 
 
 def test_an_entry_of_another_type_names_the_index():

@@ -69,9 +69,10 @@ def test_labels_other_than_exactly_open_or_closed_are_dropped(capsys):
     scores = score_vqa(
         ["yes", "no", "liver", "yes"], ["yes", "yes", "liver", "yes"], ["CLOSED", "CLOSED ", "OPEN", "closed"]
     )
-    assert scores["llava-med/n_closed"] == 1 and scores["llava-med/n_open"] == 1
-    assert scores["llava-med/n_dropped"] == 2
-    assert scores["llava-med/closed"] == 1.0  # the wrong "no" was under 'CLOSED ', so it is not counted
+    llava = scores["variants"]["llava-med"]
+    assert (llava["n_closed"], llava["n_open"], llava["n_dropped"]) == (1, 1, 2)
+    # the wrong "no" was labelled 'CLOSED ', so it is not counted
+    assert llava["closed"] == 1.0
     assert scores["closed"] == pytest.approx(2 / 3)  # medtune counts all three closed questions
     assert "2 question(s) left out" in capsys.readouterr().err
 
@@ -81,16 +82,18 @@ def test_scores_of_the_variant_family():
     answers = ["no", "yes", "left lung", "liver"]
     types = ["CLOSED", "CLOSED", "OPEN", "OPEN"]
     scores = score_vqa(predictions, answers, types)
-    assert scores["llava-med/closed"] == 1.0  # "no" in "it is normal"
-    assert scores["llava-med/open"] == pytest.approx((0.75 + 1.0) / 2)
-    assert scores["llava-med/open_hit"] == pytest.approx(0.5)  # "left lung" is not in "lung lung lung"
-    assert scores["llava-med/global"] == pytest.approx((1 + 1 + 0.75 + 1) / 4)
-    assert scores["llava-med/scorer_version"].startswith("llava-med-b9a98a7")
+    llava, medtune = scores["variants"]["llava-med"], scores["variants"]["medtune"]
+    assert llava["closed"] == 1.0  # "no" in "it is normal"
+    assert llava["open"] == pytest.approx((0.75 + 1.0) / 2)
+    assert llava["open_hit"] == pytest.approx(0.5)  # "left lung" is not in "lung lung lung"
+    assert llava["global"] == pytest.approx((1 + 1 + 0.75 + 1) / 4)
+    assert llava["scorer_version"].startswith("llava-med-b9a98a7")
     # the medtune variant of the same answers: "no" is no word of "it is normal"; recall clipped
-    assert scores["medtune/closed"] == pytest.approx(0.5)
-    assert scores["medtune/open"] == pytest.approx((0.5 + 1.0) / 2)
+    assert medtune["closed"] == pytest.approx(0.5)
+    assert medtune["open"] == pytest.approx((0.5 + 1.0) / 2)
+    assert medtune["scorer_version"] == scores["scorer_version"]
 
 
 def test_a_type_without_questions_is_none():
-    scores = score_vqa(["yes"], ["yes"], ["CLOSED"])
-    assert scores["llava-med/open"] is None and scores["llava-med/open_hit"] is None
+    llava = score_vqa(["yes"], ["yes"], ["CLOSED"])["variants"]["llava-med"]
+    assert llava["open"] is None and llava["open_hit"] is None

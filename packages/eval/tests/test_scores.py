@@ -20,11 +20,11 @@ def test_scores_json_names_the_variant_of_every_number(tmp_path):
     written = json.loads((tmp_path / "scores.json").read_text())
     assert written == scores
     assert written["scorer_variant"] == "medtune"
-    assert written["medtune/closed"] == written["closed"] == 0.0
-    assert written["llava-med/closed"] == 1.0  # "no" in "it looks normal"; 'CLOSED ' dropped
-    assert written["llava-med/n_dropped"] == 1
-    assert written["llava-med/open"] == pytest.approx(2 / 3)  # unclipped: 2 / (2 + 1)
-    assert written["medtune/open"] == pytest.approx(1 / 2)
+    assert written["variants"]["medtune"]["closed"] == written["closed"] == 0.0
+    assert written["variants"]["llava-med"]["closed"] == 1.0  # "no" in "it looks normal"; 'CLOSED ' dropped
+    assert written["variants"]["llava-med"]["n_dropped"] == 1
+    assert written["variants"]["llava-med"]["open"] == pytest.approx(2 / 3)  # unclipped: 2 / (2 + 1)
+    assert written["variants"]["medtune"]["open"] == pytest.approx(1 / 2)
     rows = read_predictions(tmp_path / "predictions.jsonl")
     assert [row["score"] for row in rows] == [0.0, 0.5, 0.0]
     assert [row["llava_med_score"] for row in rows] == [1.0, pytest.approx(2 / 3), None]

@@ -52,7 +52,7 @@ def test_closed_is_word_containment_and_open_is_token_recall():
     # the top-level keys are the medtune variant, under its own name as well
     assert scores["scorer_variant"] == "medtune"
     for key in ("open", "closed", "global", "open_exact", "n_open"):
-        assert scores[f"medtune/{key}"] == scores[key]
+        assert scores["variants"]["medtune"][key] == scores[key]
 
 
 @pytest.mark.parametrize("prediction", ["normal", "There is a nodule", "not sure", "No lesion is seen"])

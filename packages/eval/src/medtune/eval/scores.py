@@ -113,14 +113,13 @@ def vqa_summary(scores: dict, scorer: str = "medtune") -> str:
     if scorer not in SCORER_VARIANTS:
         raise ValueError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORER_VARIANTS)}.")
     order = [scorer, *(v for v in SCORER_VARIANTS if v != scorer)]
-    parts = []
-    for variant in order:
-        if f"{variant}/global" not in scores:
-            continue  # scores written before both variants were reported
-        parts.append(
-            f"{variant}: "
-            + " | ".join(f"{k} {_percent(scores[f'{variant}/{k}'])}" for k in ("open", "closed", "global"))
-        )
+    variants = scores.get("variants") or {}
+    parts = [
+        f"{variant}: "
+        + " | ".join(f"{k} {_percent(variants[variant].get(k))}" for k in ("open", "closed", "global"))
+        for variant in order
+        if variant in variants  # scores written before both variants were reported have neither
+    ]
     if not parts:
         return " | ".join(f"{k} {_percent(scores.get(k))}" for k in ("open", "closed", "global"))
     return parts[0] + "".join(f" ({part})" for part in parts[1:])

@@ -168,7 +168,7 @@ def _llava_med_scores(items: list[ItemScore]) -> dict[str, Any]:
 
 def score_vqa(predictions: list[str], answers: list[str], answer_types: list[str]) -> dict:
     """Return open/closed/global accuracy as fractions in [0, 1] (None where a type has no questions)
-    for both variants: top-level and `medtune/*` keys are medtune's, `llava-med/*` LLaVA-Med's."""
+    for both variants: the top-level keys are medtune's, and `variants` holds each variant by name."""
     items = score_vqa_per_item(predictions, answers, answer_types)
     medtune, llava = _medtune_scores(items), _llava_med_scores(items)
     dropped = llava["n_dropped"]
@@ -176,7 +176,7 @@ def score_vqa(predictions: list[str], answers: list[str], answer_types: list[str
         labels = sorted({repr(t) for t in as_text_list(answer_types, "answer_types", missing="error")})
         print(
             f"llava-med scorer: {dropped} question(s) left out, as LLaVA-Med leaves out labels other "
-            f"than exactly 'OPEN'/'CLOSED' (labels seen: {', '.join(labels)}); medtune/* counts them.",
+            f"than exactly 'OPEN'/'CLOSED' (labels seen: {', '.join(labels)}); the medtune variant counts them.",
             file=sys.stderr,
         )
     return {
@@ -184,8 +184,8 @@ def score_vqa(predictions: list[str], answers: list[str], answer_types: list[str
         "n_empty_predictions": sum(item.empty_prediction for item in items),
         "scorer_version": SCORER_VERSION,
         "scorer_variant": "medtune",  # the variant of the top-level open/closed/global keys
-        **{f"medtune/{key}": value for key, value in medtune.items()},
-        "medtune/scorer_version": SCORER_VERSION,
-        **{f"llava-med/{key}": value for key, value in llava.items()},
-        "llava-med/scorer_version": LLAVA_MED_SCORER_VERSION,
+        "variants": {
+            "medtune": {**medtune, "scorer_version": SCORER_VERSION},
+            "llava-med": {**llava, "scorer_version": LLAVA_MED_SCORER_VERSION},
+        },
     }
