@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from medtune.core_models import load
 from medtune.data import demo_dataset, read_vqa
-from medtune.tuning.batches import make_collator
+from medtune.tuning.batches import LengthGroupedShuffle, make_collator, padding_fraction, sample_lengths
+from medtune.tuning.checkpoint import EpochShuffle
 
 
 def test_a_v1_style_checkpoint_gets_its_image_positions_wrapped(demo_cache):
@@ -23,3 +24,31 @@ def test_a_v1_style_checkpoint_gets_its_image_positions_wrapped(demo_cache):
         at = row.index(start)
         assert row[at + 1 : at + 1 + n] == [image] * n and row[at + 1 + n] == end
     assert wrapped.shape[1] == plain.shape[1] + 2  # two more tokens per prompt, nothing else changed
+
+
+def test_sample_lengths_are_the_collated_row_lengths(demo_cache):
+    records = read_vqa(demo_dataset("downstream"), "train")[:12]
+    for family in ("tiny-llava", "tiny-miss"):
+        built = load(family)
+        collator = make_collator(built, train=True)
+        batch = collator(records)
+        lengths = sample_lengths(collator, records)
+        if family == "tiny-llava":
+            assert lengths == batch["attention_mask"].sum(1).tolist()
+        else:  # BLIP: question tokens plus the answer's decoder tokens
+            expected = batch["attention_mask"].sum(1) + batch["decoder_attention_mask"].sum(1)
+            assert lengths == expected.tolist()
+
+
+def test_length_grouped_order_is_a_seeded_permutation_with_less_padding():
+    lengths = [(7 * i) % 53 + 3 for i in range(400)]
+    grouped = LengthGroupedShuffle(lengths, seed=3, window=16 * 8)
+    plain = EpochShuffle(len(lengths), seed=3)
+    first = list(grouped)
+    assert sorted(first) == list(range(400))
+    assert first == list(LengthGroupedShuffle(lengths, seed=3, window=128))  # same seed and epoch: same order
+    grouped.start(1)
+    assert list(grouped) != first  # a new order each epoch
+    grouped.start(0, skip_samples=100)
+    assert list(grouped) == first[100:]  # a resumed epoch skips exactly what was seen
+    assert padding_fraction(lengths, first, 16) < 0.5 * padding_fraction(lengths, list(plain), 16)

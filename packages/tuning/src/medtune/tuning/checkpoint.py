@@ -61,11 +61,14 @@ class EpochShuffle(Sampler[int]):
         """Make the next iteration yield epoch ``epoch``'s order without its first ``skip_samples``."""
         self.epoch, self.skip = epoch, skip_samples
 
-    def __iter__(self):
-        order = torch.randperm(
+    def permutation(self) -> torch.Tensor:
+        """Return this epoch's permutation of all indices (the same for the same seed and epoch)."""
+        return torch.randperm(
             self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         )
-        return iter(order[self.skip :].tolist())
+
+    def __iter__(self):
+        return iter(self.permutation()[self.skip :].tolist())
 
     def __len__(self) -> int:
         return max(0, self.size - self.skip)
