@@ -234,3 +234,16 @@ def test_bad_report_image_is_skipped_and_listed(tmp_path, builders):
         "CXR2_IM-0002"
     ]
     assert rejected[0].record_id == "CXR1_IM-0001"
+
+
+def test_unknown_q_lang_is_a_record_error_not_a_filter(tmp_path, builders):
+    root = _slake(tmp_path, builders, [builders.slake_row(0, 0), builders.slake_row(1, 1, lang=7)])
+    with pytest.raises(DataError, match=r"record 1, id '1', field 'q_lang': unknown q_lang 7"):
+        read_vqa(root, "train")
+
+
+def test_unknown_phrase_type_is_a_record_error_not_a_split(tmp_path, builders):
+    rows = [builders.vqarad_row(0, "freeform"), builders.vqarad_row(1, ["test_freeform"])]
+    root = builders.build_vqarad(tmp_path, rows)
+    with pytest.raises(DataError, match=r"record 1, id '1', field 'phrase_type': unknown phrase_type"):
+        read_vqa(root, "train")

@@ -28,12 +28,13 @@ def read_mimic_split_table(path: str | Path) -> pa.Table:
     path = Path(path)
     try:
         table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=_COLUMNS))
-    except pa.ArrowInvalid as e:
+        names = table.column_names  # decoded here: a non-UTF-8 header fails now, not later
+    except (pa.ArrowException, UnicodeDecodeError) as e:
         raise ValueError(
-            f"{path}: cannot be read as the MIMIC-CXR split CSV ({e}); "
+            f"{path}: cannot be read as the MIMIC-CXR split CSV ({type(e).__name__}: {e}); "
             "it needs the columns dicom_id, study_id, subject_id, split."
-        ) from e
-    absent = [c for c in _COLUMNS if c not in table.column_names]
+        ) from None
+    absent = [c for c in _COLUMNS if c not in names]
     if absent:
         raise ValueError(f"{path}: missing column(s) {absent}; the MIMIC-CXR split CSV has {list(_COLUMNS)}.")
     return table.select(list(_COLUMNS))

@@ -45,7 +45,7 @@ def read_openi_xml_folder(
     for index, path in enumerate(files):
         try:
             root = ET.parse(path).getroot()
-        except (ET.ParseError, UnicodeDecodeError) as e:
+        except (ET.ParseError, UnicodeDecodeError, LookupError) as e:  # LookupError: an unknown encoding
             log.reject(path, index, path.stem, None, f"is not well-formed XML ({e}); re-extract the archive.")
             continue
         except OSError as e:

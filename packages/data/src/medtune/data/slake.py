@@ -56,6 +56,11 @@ def read_slake_file(
         if missing_field(row, ("q_lang",)) is not None:
             log.reject(path, index, rid, missing_field(row, ("q_lang",)), "the record has no q_lang field.")
             continue
+        if row["q_lang"] not in ("en", "zh"):
+            log.reject(
+                path, index, rid, "q_lang", f"unknown q_lang {row['q_lang']!r}; Slake rows are 'en' or 'zh'."
+            )
+            continue
         if lang != "all" and row["q_lang"] != lang:
             log.leave_out(f"have q_lang {row['q_lang']!r}, and this read keeps {lang!r} only")
             continue

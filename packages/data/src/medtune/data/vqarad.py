@@ -11,6 +11,7 @@ VQARAD_JSON = "VQA_RAD Dataset Public.json"
 VQARAD_IMAGES = "VQA_RAD Image Folder"
 TEST_PHRASE_TYPES = frozenset({"test_freeform", "test_para"})
 FREEFORM_PHRASE_TYPES = frozenset({"freeform", "para"})
+PHRASE_TYPES = TEST_PHRASE_TYPES | FREEFORM_PHRASE_TYPES | {"frame"}
 _REQUIRED = ("qid", "phrase_type", "image_name", "question", "answer", "answer_type")
 
 
@@ -46,6 +47,15 @@ def read_vqarad_file(
             log.reject(path, index, rid, absent, f"the record has no {absent!r} field; VQA-RAD rows need it.")
             continue
         phrase_type = str(row["phrase_type"]).strip()
+        if phrase_type not in PHRASE_TYPES:
+            log.reject(
+                path,
+                index,
+                rid,
+                "phrase_type",
+                f"unknown phrase_type {row['phrase_type']!r}; VQA-RAD uses {', '.join(sorted(PHRASE_TYPES))}.",
+            )
+            continue
         if not vqarad_split_selects(phrase_type, split, freeform_only):
             log.leave_out(f"have phrase_type {phrase_type!r}, which is not in the {split} split")
             continue
