@@ -197,3 +197,13 @@ def test_image_path_outside_the_image_folder(tmp_path):
         r"\S*images/\.\./secret.png lies outside the image folder",
     ):
         read_vqa(path, "train", image_folder=tmp_path / "images")
+
+
+def test_a_q_lang_column_keeps_one_language_as_the_slake_reader_does(tmp_path):
+    rows = {**_rows(3), "q_lang": ["en", "zh", "en"]}
+    table = datasets.Dataset.from_dict(
+        rows, features=datasets.Features({**FEATURES, "q_lang": datasets.Value("string")})
+    )
+    assert [r.question for r in read_vqa(table, "train")] == ["question 0?", "question 2?"]
+    assert [r.question for r in read_vqa(table, "train", "zh")] == ["question 1?"]
+    assert len(read_vqa(table, "train", "all")) == 3

@@ -283,8 +283,11 @@ def hf_vqa_dataset(
     return mapped
 
 
-def hf_records(mapped: datasets.Dataset, where: str, log: RejectionLog) -> list[VQARecord]:
-    """Return checked VQARecords of a table from hf_vqa_dataset; bad rows raise or are reported."""
+def hf_records(mapped: datasets.Dataset, where: str, log: RejectionLog, lang: str = "en") -> list[VQARecord]:
+    """Return checked VQARecords of a table from hf_vqa_dataset; bad rows raise or are reported.
+
+    A table with Slake's q_lang column keeps the rows in lang ('en', 'zh'; 'all' keeps every row).
+    """
     records: list[VQARecord] = []
     seen: set[str] = set()
     log.saw(len(mapped))
@@ -293,6 +296,9 @@ def hf_records(mapped: datasets.Dataset, where: str, log: RejectionLog) -> list[
             log.reject(where, index, row["qid"], row["problem_field"], row["problem"])
             continue
         extra = json.loads(row["extra"])
+        if lang != "all" and extra.get("q_lang", lang) != lang:
+            log.leave_out(f"have q_lang {extra['q_lang']!r}, and this read keeps {lang!r} only")
+            continue
         answer_type = row["answer_type"]
         if not answer_type:
             answer_type = infer_answer_type(row["answer"])
@@ -323,6 +329,7 @@ def read_hf_split(
     columns: str | Mapping[str, str] | None = None,
     image_folder: Path | None = None,
     cache_dir: str | Path | None = None,
+    lang: str = "en",
 ) -> tuple[str, list[VQARecord]]:
     """Return (where, records) of split from a datasets source; where names the split's files for messages."""
     if isinstance(source, datasets.Dataset | datasets.DatasetDict):
@@ -345,7 +352,7 @@ def read_hf_split(
         confined=image_folder is not None,
         cache_dir=cache_dir,
     )
-    return where, hf_records(mapped, where, log)
+    return where, hf_records(mapped, where, log, lang)
 
 
 def read_hf_vqa(
@@ -357,12 +364,14 @@ def read_hf_vqa(
     on_invalid: OnInvalid = "raise",
     rejected: list | None = None,
     cache_dir: str | Path | None = None,
+    lang: str = "en",
 ) -> list[VQARecord]:
     """Return the VQA records of split from a save_to_disk folder, a Hub-style folder or file, or a Dataset.
 
     Without an answer_type column, yes/no answers are CLOSED and the rest OPEN (each record says so in
     extra['answer_type_inferred']). Image paths resolve against image_folder (and may not leave it), else
     against the dataset's folder. Column names differ? Map them: columns='question=query,image=img'.
+    A q_lang column (the Hub copies of Slake) keeps the rows in lang, as the Slake reader does.
     """
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {tuple(SPLIT_NAMES)}, got {split!r}.")
@@ -371,7 +380,7 @@ def read_hf_vqa(
     log = RejectionLog(on_invalid, rejected)
     folder = Path(image_folder).expanduser() if image_folder is not None else None
     where, records = read_hf_split(
-        source, split, log, columns=columns, image_folder=folder, cache_dir=cache_dir
+        source, split, log, columns=columns, image_folder=folder, cache_dir=cache_dir, lang=lang
     )
     log.summarise(where)
     return records

@@ -136,7 +136,7 @@ def read_vqa(
     log = RejectionLog(on_invalid, rejected)
     folder = Path(image_folder).expanduser() if image_folder is not None else None
     if isinstance(source, datasets.Dataset | datasets.DatasetDict):
-        path, records = read_hf_split(source, split, log, columns=columns, image_folder=folder)
+        path, records = read_hf_split(source, split, log, columns=columns, image_folder=folder, lang=lang)
         log.summarise(path)
         return records
     source = Path(source).expanduser()
@@ -171,7 +171,7 @@ def read_vqa(
         path = source
         records = read_question_file(path, log, folder, confined=folder is not None)
     elif layout == "hf":
-        where, records = read_hf_split(source, split, log, columns=columns, image_folder=folder)
+        where, records = read_hf_split(source, split, log, columns=columns, image_folder=folder, lang=lang)
         path = Path(where)
     else:
         raise ValueError(
