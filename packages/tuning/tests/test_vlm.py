@@ -214,3 +214,46 @@ def test_params_plans_medgemma_4bit_from_the_meta_device(capsys):
     assert result["total_params"] == 4_300_079_472
     assert result["groups"]["llm"]["trainable"] == result["trainable_params"] > 0
     assert result["memory"]["four_bit"] and "8 GB" in result["memory"]["fits"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_medtune_train_vlm_runs_on_a_tiny_checkpoint(checkpoints, arch, tmp_path, capsys):
+    argv = ["train", "vlm", "ln", "--model-path", str(checkpoints[arch]), "--max-steps", "2", "--no-eval-before",
+            "--no-eval", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "paradigm F,F,PEFT,F" in out and "recipe paper" in out
+    (run,) = tmp_path.iterdir()
+    manifest = json.loads((run / "adapter" / "manifest.json").read_text())
+    assert manifest["family"] == "vlm" and manifest["preset"] == default_preset("vlm", checkpoints[arch]).name
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 2
+
+
+def test_a_tuned_vlm_exports_to_a_checkpoint_transformers_serves_and_predicts(checkpoints, records, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from medtune.data.images import load_image
+
+    argv = ["train", "vlm", "lora", "--model-path", str(checkpoints["tiny-qwen2.5-vl"]), "--max-steps", "1",
+            "--no-eval-before", "--no-eval", "--quiet", "--output-dir", str(tmp_path / "runs")]  # fmt: skip
+    assert main(argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert main(["export", str(run), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged")
+    from medtune.core_models.vlm_processor import load_processor
+
+    processor = load_processor(tmp_path / "merged")  # AutoProcessor where torchvision is installed
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert processor.chat_template == load_processor(checkpoints["tiny-qwen2.5-vl"]).chat_template
+    record = records[0]
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": record.question}]}],
+        add_generation_prompt=True,
+    )
+    inputs = processor(text=[prompt], images=[[load_image(record.image, record.qid)]], return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=2).shape[1] == inputs["input_ids"].shape[1] + 2
+    assert (
+        main(["predict", str(run), "--image", str(record.image), "--question", record.question, "--quiet"])
+        == 0
+    )

@@ -273,6 +273,16 @@ def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, see
     tokenizer = bpe_tokenizer([*texts, *words], KITS[preset])
     torch.manual_seed(seed)
     model = build_model(preset)
+    # as the releases' generation configs do: stop at the end of the assistant's turn
+    end_of_turn = {
+        "tiny-gemma3": "<end_of_turn>",
+        "tiny-qwen2.5-vl": "<|im_end|>",
+        "tiny-idefics3": "<end_of_utterance>",
+    }
+    model.generation_config.eos_token_id = sorted(
+        {tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.eos_token, end_of_turn[preset])}
+    )
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     save_processor(tiny_processor(preset, tokenizer), folder)
     return folder

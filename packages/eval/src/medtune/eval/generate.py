@@ -80,7 +80,7 @@ def generate_answers(
     num_beams: int = 1,
     seed: int = 0,
     progress: bool = True,
-    family: Literal["llava", "miss"] = "llava",
+    family: Literal["llava", "miss", "vlm"] = "llava",
 ) -> list[str]:
     """Return one decoded answer per example (special tokens skipped, stripped), in batch order.
 
@@ -88,8 +88,9 @@ def generate_answers(
     [B, C, H, W]); the prompt columns are cut from the output. miss batches are fed to
     BlipForQuestionAnswering.generate, whose output is the decoder's answer only.
     """
-    if family not in ("llava", "miss"):
-        raise ValueError(f"Unknown family {family!r}; expected 'llava' or 'miss'.")
+    if family not in ("llava", "miss", "vlm"):
+        raise ValueError(f"Unknown family {family!r}; expected 'llava', 'miss' or 'vlm'.")
+    decoder_only = family in ("llava", "vlm")  # the answer follows the prompt in the same sequence
     from tqdm.auto import tqdm
 
     kwargs = _generation_kwargs(max_new_tokens, temperature, num_beams, tokenizer, family)
@@ -105,13 +106,13 @@ def generate_answers(
         with torch.inference_mode():
             for index, batch in enumerate(tqdm(batches, total=total, desc="generate", disable=not progress)):
                 _check_batch(batch, index)
-                if family == "llava":
+                if decoder_only:
                     _check_left_padded(batch, index)
                 inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
                 if inputs["pixel_values"].is_floating_point():
                     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
                 output = model.generate(**inputs, **kwargs)
-                if family == "llava":
+                if decoder_only:
                     output = _strip_prompt(output, inputs["input_ids"])
                 texts = tokenizer.batch_decode(output, skip_special_tokens=True)
                 answers.extend(text.strip() for text in texts)
