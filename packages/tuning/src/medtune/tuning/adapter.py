@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from medtune.tuning.run_dir import check_free_space, replace_folder
 
 WEIGHTS = "adapter.safetensors"
 MANIFEST = "manifest.json"
@@ -67,15 +68,11 @@ def save_adapter(
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    check_free_space(tmp.parent, sum(t.numel() * t.element_size() for t in state.values()), "adapter")
     save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
     manifest = {**manifest, "tensors": len(state), "params": sum(t.numel() for t in state.values())}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    old = path.with_name(f".{path.name}.old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+    return replace_folder(tmp, path)  # also clears a .old that a kill mid-replace left behind
 
 
 def read_manifest(path: Path) -> dict:
