@@ -17,7 +17,15 @@ from medtune.tuning.cli import main
         (["train", "miss", "ln", "--paradigm", "F,F,PEFT,F"], "has 4 states but family 'miss' has 3 groups"),
         (["train", "llava", "ln", "--preset", "gpt-9"], "unknown preset 'gpt-9'; choose one of:"),
         (["train", "llava", "ln", "--lr", "-1"], "--lr must be in (0, 1), got -1.0"),
-        (["train", "llava", "ln", "--batch-size", "0"], "--batch-size and --grad-accum must be at least 1"),
+        (
+            ["train", "llava", "ln", "--batch-size", "0"],
+            "--per-device-train-batch-size/--batch-size must be at least 1",
+        ),
+        (["train", "llava", "ln", "--set", "lr=fast"], "--set lr: expected a number, got 'fast'"),
+        (
+            ["train", "llava", "ln", "--set", "learnin_rate=1"],
+            "unknown setting 'learnin_rate'; did you mean learning_rate?",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_sentence_and_writes_nothing(argv, expected, tmp_path, capsys):
@@ -31,8 +39,8 @@ def test_bad_input_exits_2_with_a_sentence_and_writes_nothing(argv, expected, tm
 
 def test_unknown_setting_in_toml_is_named(tmp_path, capsys):
     config = tmp_path / "run.toml"
-    config.write_text("lr = 0.01\nlearning_rate = 3\n")
+    config.write_text("lr = 0.01\nlearning_rat = 3\n")
     assert (
         main(["train", "llava", "ln", "--config", str(config), "--output-dir", str(tmp_path / "runs")]) == 2
     )
-    assert "unknown setting(s) learning_rate" in capsys.readouterr().err
+    assert "unknown setting 'learning_rat'; did you mean learning_rate?" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """medtune.core_models: Med-VLM presets, builders, checkpoint loading and module groups.
 
-Names resolve on first use, so that reading ``FAMILY_GROUPS`` (the `medtune` parser does) imports neither
-torch nor transformers; asking for any preset-related name registers the built-in presets first.
+Names resolve on first use, so that naming ``FAMILY_GROUPS`` or ``get_preset`` (the `medtune` parser's
+modules do) imports neither torch nor transformers; the built-in presets register on the first lookup.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ _HOMES = {
     "IMAGE_TOKEN": "tokenizer",
     "build_word_tokenizer": "tokenizer",
 }
-# Names that need no registered presets (the rest may look one up).
-_LIGHT = {"FAMILY_GROUPS", "GROUP_PREFIXES", "group_of", "CheckpointError"}
 
 __all__ = [
     "FAMILY_GROUPS",
@@ -52,7 +50,7 @@ __all__ = [
 def __getattr__(name: str):
     if name not in _HOMES:
         raise AttributeError(f"module 'medtune.core_models' has no attribute {name!r}")
-    if name not in _LIGHT:
+    if name == "PRESETS":  # the registry itself (the lookup functions register the built-ins when called)
         from medtune.core_models.presets import register_builtin_presets
 
         register_builtin_presets()

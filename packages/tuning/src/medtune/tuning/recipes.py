@@ -1,4 +1,10 @@
-"""Training recipes: the paper's settings and the demo's own, as one validated config."""
+"""Training recipes (the paper's settings and the demo's own) and `TrainConfig`, the one table of run settings.
+
+Every run setting is one field of :class:`TrainConfig` (or of the methods' ``MethodOptions``) made with
+:func:`~medtune.tuning.knobs.knob`: the `medtune train` flags, the config-file keys (TOML or YAML), the
+``--set KEY=VALUE`` names, the help text, the checks and what a resume must keep all come from it. To add
+a setting, add a field here.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,21 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from medtune.tuning.methods import MethodOptions
 from medtune.tuning.errors import UsageError
+from medtune.tuning.knobs import check_values, keys_of, knob, knobs, read_settings
+from medtune.tuning.methods import MethodOptions
+
+Scheduler = Literal["cosine", "linear", "constant"]
+Task = Literal["vqa", "report"]
+OnInvalid = Literal["raise", "report"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+
+POSITIVE = (lambda v: v > 0, "positive")
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+UNIT_OPEN = (lambda v: 0 < v < 1, "in (0, 1)")
+UNIT_RIGHT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
 
 # The paper's settings (section 4.4). LLaVA-Med: AdamW, lr 2e-5, warm-up 0.03, cosine, TF32, bf16.
 # MISS: lr 2e-5, weight decay 0.05, batch 16, 120 epochs.
@@ -59,6 +76,16 @@ DEMO_RECIPE: dict[str, Any] = {
     "bf16": False,
     "tf32": False,
 }
+# The families with a built-in demo model (tiny-<family>), so with a demo recipe.
+DEMO_FAMILIES = ("llava", "miss")
+# Chosen on the command line (FAMILY METHOD) or derived, so a config file may not set them.
+NOT_IN_FILES = {
+    "family": "the family is the command's first argument (medtune train FAMILY METHOD)",
+    "method": "the method is the command's second argument (medtune train FAMILY METHOD)",
+    "recipe": "the recipe follows from the preset and --model-path (demo for a built-in demo model, else paper)",
+}
+# Config-file keys that are not TrainConfig knobs but name the run (checked against the command line).
+RUN_KEYS = ("preset", "paradigm")
 
 
 @dataclass
@@ -70,73 +97,138 @@ class TrainConfig:
     preset: str
     paradigm: str
     recipe: str  # "demo" or "paper"
-    dataset: str | None = None  # None: the built-in demo set
-    model_path: str | None = None
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    scheduler: str = "cosine"
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    bf16: bool = False
-    tf32: bool = False
-    log_every: int = 5
-    eval_before: bool = True
-    max_new_tokens: int | None = None  # None: 8 for VQA, 128 for reports
-    task: str | None = None  # vqa or report; None: found from the dataset's layout
-    vision_tower: str | None = None  # a separate CLIP folder for LLaVA-Med releases that lack one
-    output_dir: str = "runs"
-    save_every: int | None = None  # optimizer steps between checkpoints; None: only the final adapter
-    eval_every: int | None = None  # optimizer steps between validation-loss passes (best adapter kept)
-    eval_after: bool = True  # score the tuned model on the test split at the end
-    grad_checkpointing: bool = False
-    fused_norms: bool = True  # the Triton norm kernel for `ln` on GPU
-    load_4bit: bool = False
-    fsdp: bool = False  # FSDP2 full shard over --num-processes, one unit per decoder layer
-    on_invalid: str = "raise"  # "report": skip bad records, list them in RUN_DIR/rejected.jsonl
+    dataset: str | None = knob(
+        None, "local dataset folder or file in its published layout", resume="identity", metavar="PATH"
+    )
+    eval_dataset: str | None = knob(
+        None, "dataset whose test split is scored (default: --dataset's own test split)", metavar="PATH"
+    )
+    columns: str | None = knob(
+        None,
+        "column names of a Hugging Face table where they differ: question=Q,answer=A,image=I,answer_type=T",
+        resume="identity",
+        metavar="MAP",
+    )
+    image_folder: str | None = knob(
+        None,
+        "folder the dataset's image paths are relative to (a path leaving it is refused)",
+        resume="identity",
+        metavar="PATH",
+    )
+    model_path: str | None = knob(
+        None, "local checkpoint folder (nothing is downloaded)", resume="identity", metavar="PATH"
+    )
+    vision_tower: str | None = knob(
+        None, "CLIP folder for a LLaVA-Med release whose vision tower is not inside it", metavar="PATH"
+    )
+    output_dir: str = knob("runs", "where run directories go", metavar="PATH")
+    task: Task | None = knob(None, "what to train and score; none: found from the dataset's layout")
+    lr: float = knob(
+        2e-5, "peak learning rate", flag="learning-rate", aliases=["lr"], check=UNIT_OPEN, resume="trajectory"
+    )
+    weight_decay: float = knob(0.0, "AdamW weight decay", check=UNIT_RIGHT_OPEN, resume="trajectory")
+    warmup_ratio: float = knob(
+        0.03, "share of the steps spent warming the rate up", check=UNIT_RIGHT_OPEN, resume="trajectory"
+    )
+    scheduler: Scheduler = knob(
+        "cosine",
+        "learning-rate schedule",
+        flag="lr-scheduler-type",
+        aliases=["scheduler"],
+        resume="trajectory",
+    )
+    epochs: float = knob(
+        3.0,
+        "passes over the training data",
+        flag="num-train-epochs",
+        aliases=["epochs"],
+        check=POSITIVE,
+        resume="trajectory",
+    )
+    max_steps: int | None = knob(
+        None,
+        "stop after this many optimizer steps (wins over the epochs)",
+        check=AT_LEAST_1,
+        resume="trajectory",
+    )
+    batch_size: int = knob(
+        4,
+        "samples per device per micro-batch",
+        flag="per-device-train-batch-size",
+        aliases=["batch-size", "batch"],
+        check=AT_LEAST_1,
+        resume="trajectory",
+    )
+    grad_accum: int = knob(
+        1,
+        "micro-batches per optimizer step",
+        flag="gradient-accumulation-steps",
+        aliases=["grad-accum"],
+        check=AT_LEAST_1,
+        resume="trajectory",
+    )
+    max_grad_norm: float = knob(1.0, "clip the gradient norm to this", check=POSITIVE, resume="trajectory")
+    seed: int = knob(0, "seed of the data order, dropout and new weights", resume="trajectory")
+    bf16: bool = knob(False, "bf16 mixed precision on a GPU")
+    tf32: bool = knob(False, "TF32 matrix products on a GPU")
+    log_every: int = knob(
+        5,
+        "optimizer steps between logged lines",
+        flag="logging-steps",
+        aliases=["log-every"],
+        check=AT_LEAST_1,
+    )
+    save_every: int | None = knob(
+        None,
+        "optimizer steps between resumable checkpoints; none: only the final adapter",
+        flag="save-steps",
+        aliases=["save-every"],
+        check=AT_LEAST_1,
+    )
+    eval_every: int | None = knob(
+        None,
+        "optimizer steps between validation-loss passes (the best adapter is kept)",
+        flag="eval-steps",
+        aliases=["eval-every"],
+        check=AT_LEAST_1,
+    )
+    eval_before: bool = knob(True, "score the untuned model first")
+    eval_after: bool = knob(True, "score the tuned model on the test split", negatives=["no-eval"])
+    max_new_tokens: int | None = knob(
+        None, "tokens generated per answer; none: 8 for VQA, 128 for reports", check=AT_LEAST_1
+    )
+    grad_checkpointing: bool = knob(
+        False,
+        "recompute activations in backward (less memory)",
+        flag="gradient-checkpointing",
+        aliases=["grad-checkpointing"],
+    )
+    fused_norms: bool = knob(True, "the fused Triton norm kernel for ln on a GPU")
+    load_4bit: bool = knob(
+        False, "4-bit NF4 frozen weights (needs the 4bit extra)", flag="4bit", aliases=["load-in-4bit"]
+    )
+    fsdp: bool = knob(False, "FSDP2 full shard over --num-processes, one unit per decoder layer")
+    on_invalid: OnInvalid = knob(
+        "raise",
+        "a bad record stops the run (raise) or is skipped and listed in RUN_DIR/rejected.jsonl (report)",
+    )
+    report_to: tuple[Tracker, ...] = knob(
+        ("tensorboard",),
+        "experiment trackers, comma-separated (none: metrics.jsonl only)",
+        metavar="tensorboard,wandb,mlflow",
+    )
     method_options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 0 < self.lr < 1:
-            problems.append(f"--lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.weight_decay < 1:
-            problems.append(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.scheduler not in ("cosine", "linear", "constant"):
-            problems.append(f"--scheduler must be cosine, linear or constant, got {self.scheduler!r}")
-        if self.epochs <= 0:
-            problems.append(f"--epochs must be positive, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            problems.append(
-                f"--batch-size and --grad-accum must be at least 1, got {self.batch_size}, {self.grad_accum}"
-            )
-        if self.max_grad_norm <= 0:
-            problems.append(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
-        for flag, value in (("save-every", self.save_every), ("eval-every", self.eval_every)):
-            if value is not None and value < 1:
-                problems.append(f"--{flag} must be at least 1, got {value}")
-        if self.log_every < 1:
-            problems.append(f"--log-every must be at least 1, got {self.log_every}")
-        if self.task not in (None, "vqa", "report"):
-            problems.append(f"--task must be vqa or report, got {self.task!r}")
-        if self.on_invalid not in ("raise", "report"):
-            problems.append(f"--on-invalid must be raise or report, got {self.on_invalid!r}")
+        problems = check_values(self)
         if self.fsdp and self.load_4bit:
             problems.append(
                 "--fsdp with --4bit is not supported (NF4 weights are not sharded per parameter); drop one of them"
             )
         if self.fsdp and self.save_every:
             problems.append(
-                "--fsdp with --save-every is not supported yet (sharded optimizer state needs a distributed "
-                "checkpoint); drop --save-every, the final adapter is still saved"
+                "--fsdp with --save-steps is not supported yet (sharded optimizer state needs a distributed "
+                "checkpoint); drop --save-steps, the final adapter is still saved"
             )
         if problems:
             raise UsageError("; ".join(problems))
@@ -144,6 +236,30 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         """Return the config as plain JSON-able data."""
         return dataclasses.asdict(self)
+
+
+SETTINGS = (TrainConfig, MethodOptions)  # the classes whose knobs are run settings
+RESUME_IDENTITY = (
+    "family",
+    "method",
+    "preset",
+    "paradigm",
+    "method_options",
+    *(f.name for f in knobs(TrainConfig) if f.metadata["resume"] == "identity"),
+)
+RESUME_TRAJECTORY = tuple(f.name for f in knobs(TrainConfig) if f.metadata["resume"] == "trajectory")
+
+
+def recipe_of(preset: str, model_path: str | None) -> str:
+    """Return the recipe a run uses: "demo" for a built-in demo model, else "paper"."""
+    return "demo" if preset.startswith("tiny-") and not model_path else "paper"
+
+
+def recipe_defaults(family: str, method: str, recipe: str) -> dict[str, Any]:
+    """Return the settings a recipe sets (the rest keep TrainConfig's defaults)."""
+    if recipe == "demo":
+        return {**DEMO_RECIPE, "lr": DEMO_LR_MISS if family == "miss" else DEMO_LR.get(method, 1e-3)}
+    return dict(PAPER_RECIPES.get(family, {}))
 
 
 def resolve_config(
@@ -154,22 +270,20 @@ def resolve_config(
     overrides: dict[str, Any],
     config_file: Path | None = None,
 ) -> TrainConfig:
-    """Return the config: recipe defaults, then the TOML file, then command-line flags (later wins)."""
-    recipe = "demo" if preset.startswith("tiny-") and not overrides.get("model_path") else "paper"
-    values: dict[str, Any] = dict(DEMO_RECIPE if recipe == "demo" else PAPER_RECIPES[family])
-    if recipe == "demo":
-        values["lr"] = DEMO_LR_MISS if family == "miss" else DEMO_LR.get(method, 1e-3)
-    if config_file is not None:
-        values.update(read_toml(config_file))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """Return the config: recipe defaults, then the config file, then ``overrides`` (later wins)."""
+    settings = read_config(config_file) if config_file is not None else {}
+    for key, given in (("preset", preset), ("paradigm", paradigm)):
+        if key in settings and settings.pop(key) != given:
+            raise UsageError(f"config file {config_file} sets {key}, and the command line another {key}")
+    overrides = {**settings, **{k: v for k, v in overrides.items() if v is not None}}
+    recipe = recipe_of(preset, overrides.get("model_path"))
+    values = {**recipe_defaults(family, method, recipe), **overrides}
     option_names = {f.name for f in dataclasses.fields(MethodOptions)}
     options = MethodOptions(**{k: values.pop(k) for k in list(values) if k in option_names})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
-    if unknown:
-        raise UsageError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known | option_names))}"
-        )
+    if unknown:  # only a Python caller's overrides can get here: files and flags are checked by name
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)}")
     return TrainConfig(
         family=family,
         method=method,
@@ -181,12 +295,59 @@ def resolve_config(
     )
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Return the settings of a run TOML file (keys as the command-line flags, with underscores)."""
+def read_config(path: Path) -> dict[str, Any]:
+    """Return the settings of a TOML or YAML config file as {field name: typed value} (plus preset/paradigm).
+
+    Keys are the flags' names with underscores, Hugging Face's (``learning_rate``) or medtune's (``lr``).
+    """
+    path = Path(path)
+    where = f"config file {path}"
+    if not path.is_file():
+        raise UsageError(f"{where} does not exist; pass a .toml or .yaml file of settings")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml_load(text)
+        except ValueError as err:  # yaml.YAMLError
+            raise UsageError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise UsageError(f"{where} holds no mapping of settings (write one `key: value` per line)")
+    elif path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise UsageError(f"{where} is not valid TOML: {err}") from None
+    else:
+        raise UsageError(f"{where}: name it .toml, .yaml or .yml so its format is known")
+    for key in data:
+        reason = NOT_IN_FILES.get(str(key).replace("-", "_"))
+        if reason is not None:
+            raise UsageError(f"{where} sets {key}, but {reason}; remove {key} from the file")
+    settings = read_settings(data, SETTINGS, where, extra=RUN_KEYS)
+    for key in RUN_KEYS:
+        if key in settings and not isinstance(settings[key], str):
+            raise UsageError(f"{where}: {key} must be a string, got {settings[key]!r}")
+    return settings
+
+
+def yaml_load(text: str) -> Any:
+    """Return a YAML document's data, reading ``1e-4`` as a number (YAML 1.2) where PyYAML's 1.1 reads a string."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_pattern = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_pattern, list("-+0123456789."))
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"config file {path} is not valid TOML: {err}") from None
-    return {k.replace("-", "_"): v for k, v in data.items()}
+        return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from None
+
+
+def config_keys() -> list[str]:
+    """Return every key a config file may hold."""
+    return [*RUN_KEYS, *(key for cls in SETTINGS for f in knobs(cls) for key in keys_of(f))]

@@ -8,10 +8,24 @@ import sys
 from pathlib import Path
 
 from medtune.core_models import FAMILY_GROUPS
+from medtune.tuning import knobs
 from medtune.tuning.errors import UsageError
 from medtune.tuning.methods import BUILTIN_METHODS
-from medtune.tuning.paradigm import Paradigm
-from medtune.tuning.recipes import resolve_config
+from medtune.tuning.paradigm import DEFAULT_PARADIGM, Paradigm
+from medtune.tuning.recipes import (
+    DEMO_FAMILIES,
+    SETTINGS,
+    read_config,
+    recipe_defaults,
+    recipe_of,
+    resolve_config,
+)
+
+EPILOG = """\
+Every setting is also a config-file key (--config run.toml or run.yaml; the flag's name with underscores,
+e.g. learning_rate or lr) and can be given as --set KEY=VALUE (applied after the other flags).
+Precedence: recipe defaults, then the config file, then flags. `medtune train FAMILY METHOD --help` shows
+the defaults of that run's recipe."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -19,85 +33,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "train",
         help="tune a model with a method under a paradigm, then evaluate it",
         description="Tune FAMILY's model with METHOD. With no other flags: LN-tune the built-in demo.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument(
+        "-h", "--help", action=RecipeHelp, help="show this help (with FAMILY METHOD: that run's defaults)"
     )
     p.add_argument("family", help=f"model family: {', '.join(FAMILY_GROUPS)}")
     p.add_argument("method", help=f"tuning method: {', '.join(BUILTIN_METHODS)}")
     p.add_argument("--preset", help="architecture preset (default: the family's tiny demo model)")
+    default_paradigms = "; ".join(f"{f} {s}" for f, s in DEFAULT_PARADIGM.items())
+    p.add_argument("--paradigm", help=f"one state per group: T, F or PEFT (default: {default_paradigms})")
     p.add_argument(
-        "--paradigm", help="one state per group: T, F or PEFT (llava default F,F,PEFT,F; miss T,PEFT,T)"
-    )
-    p.add_argument("--model-path", help="local checkpoint folder (nothing is downloaded)")
-    p.add_argument(
-        "--dataset", help="local dataset folder or file in its published layout (default: demo data)"
-    )
-    p.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
-    p.add_argument("--output-dir", help="where run directories go (default: runs)")
-    for flag, kind in [
-        ("lr", float),
-        ("weight-decay", float),
-        ("warmup-ratio", float),
-        ("epochs", float),
-        ("max-steps", int),
-        ("batch-size", int),
-        ("grad-accum", int),
-        ("max-grad-norm", float),
-        ("seed", int),
-        ("log-every", int),
-        ("save-every", int),
-        ("eval-every", int),
-        ("max-new-tokens", int),
-        ("lora-rank", int),
-        ("lora-alpha", float),
-        ("lora-dropout", float),
-        ("prefix-tokens", int),
-    ]:
-        p.add_argument(f"--{flag}", type=kind)
-    p.add_argument("--scheduler", choices=["cosine", "linear", "constant"])
-    p.add_argument("--task", choices=["vqa", "report"], help="default: found from the dataset's layout")
-    p.add_argument(
-        "--vision-tower", help="CLIP folder for a LLaVA-Med release whose vision tower is not inside it"
-    )
-    p.add_argument("--lora-targets", help="comma-separated module-name suffixes, e.g. q_proj,v_proj")
-    p.add_argument(
-        "--no-eval-before",
-        dest="eval_before",
-        action="store_false",
-        default=None,
-        help="skip scoring the untuned model first",
+        "--config", type=Path, metavar="FILE", help="TOML or YAML file of settings (flags override it)"
     )
     p.add_argument(
-        "--no-eval",
-        dest="eval_after",
-        action="store_false",
-        default=None,
-        help="skip scoring the tuned model",
-    )
-    p.add_argument(
-        "--grad-checkpointing",
-        action="store_true",
-        default=None,
-        help="recompute activations in backward (less memory)",
-    )
-    p.add_argument(
-        "--no-fused-norms",
-        dest="fused_norms",
-        action="store_false",
-        default=None,
-        help="keep torch's norms on GPU for ln (the fused Triton kernel is the default there)",
-    )
-    p.add_argument(
-        "--4bit", dest="load_4bit", action="store_true", default=None, help="4-bit NF4 frozen weights"
-    )
-    p.add_argument(
-        "--on-invalid",
-        choices=["raise", "report"],
-        help="a bad record stops the run (raise, default) or is skipped and listed in RUN_DIR/rejected.jsonl",
-    )
-    p.add_argument(
-        "--fsdp",
-        action="store_true",
-        default=None,
-        help="FSDP2 full shard over --num-processes, one unit per decoder layer (the paper's setting)",
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one setting by its config key, e.g. --set lr=1e-4 (repeatable)",
     )
     p.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue a killed run from its last checkpoint"
@@ -116,7 +73,80 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="which VQA scorer leads the score summary (default medtune: whole-word closed, "
         "clipped recall; llava-med: LLaVA-Med's published scorer); scores.json always holds both",
     )
+    settings = p.add_argument_group("settings (recipe defaults shown; each is also a config key)")
+    p.set_defaults(knob_actions=[a for cls in SETTINGS for a in knobs.add_flags(settings, cls)])
     return p
+
+
+def fmt(value) -> str:
+    """Return a setting's value as the help and the startup line write it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_text(name: str, default, family: str | None, method: str | None, recipe: str | None) -> str:
+    """Return the help's default for setting ``name``: that run's, or each recipe's when the run is not named."""
+    families = [family] if family else list(FAMILY_GROUPS)
+    methods = [method] if method else list(BUILTIN_METHODS)
+    values: dict[tuple[str, str], set[str]] = {}
+    for f in families:
+        recipes = [recipe] if recipe else ["demo", "paper"] if f in DEMO_FAMILIES else ["paper"]
+        for r in recipes:
+            for m in methods:
+                values.setdefault((r, f), set()).add(fmt(recipe_defaults(f, m, r).get(name, default)))
+    everything = set().union(*values.values())
+    if len(everything) == 1:
+        return f"default: {everything.pop()}"
+    parts = []
+    for r in ("demo", "paper"):
+        per_family = {f: v for (rr, f), v in values.items() if rr == r}
+        if not per_family:
+            continue
+        if len(set().union(*per_family.values())) == 1:
+            parts.append(f"{r} {next(iter(next(iter(per_family.values()))))}")
+            continue
+        parts.append(
+            f"{r} "
+            + ", ".join(
+                f"{f} {' to '.join(sorted(v, key=float)[:: len(v) - 1]) if len(v) > 1 else next(iter(v))}"
+                + (" by method" if len(v) > 1 else "")
+                for f, v in per_family.items()
+            )
+        )
+    return "recipe default: " + "; ".join(parts)
+
+
+class RecipeHelp(argparse.Action):
+    """--help that fills each setting's default from the recipe of the run named so far (FAMILY METHOD)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        family = namespace.family if getattr(namespace, "family", None) in FAMILY_GROUPS else None
+        method = namespace.method if getattr(namespace, "method", None) in BUILTIN_METHODS else None
+        recipe = None
+        if family and method:
+            preset = namespace.preset or (f"tiny-{family}" if family in DEMO_FAMILIES else family)
+            recipe = recipe_of(preset, namespace.model_path)
+        fields = {f.name: f for cls in SETTINGS for f in knobs.knobs(cls)}
+        for action in parser._actions:
+            f = fields.get(action.dest)
+            if f is not None and action.help and "{default}" in action.help:
+                action.help = action.help.replace(
+                    "{default}", default_text(f.name, f.default, family, method, recipe)
+                )
+        if recipe:
+            parser.epilog = f"Defaults shown: the {recipe} recipe for {family} {method}.\n\n" + (
+                parser.epilog or ""
+            )
+        parser.print_help()
+        parser.exit()
 
 
 def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
@@ -140,54 +170,30 @@ def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
     return preset.name, paradigm
 
 
-def run(args: argparse.Namespace) -> int:
-    from medtune.tuning.datasets import format_scores
-    from medtune.tuning.train import train  # heavy imports only once the input is valid
+def command_settings(args: argparse.Namespace) -> dict:
+    """Return the settings the command line gives: the config file, then flags, then --set (later wins)."""
+    settings = read_config(args.config) if args.config is not None else {}
+    # The file may name the preset and paradigm; the flags win.
+    args.preset = args.preset or settings.pop("preset", None)
+    args.paradigm = args.paradigm or settings.pop("paradigm", None)
+    settings.pop("preset", None), settings.pop("paradigm", None)
+    for cls in SETTINGS:
+        settings.update(knobs.given(args, cls))
+    for text in args.assignments:
+        key, value = knobs.parse_assignment(text, SETTINGS)
+        settings[key] = value
+    return settings
 
+
+def run(args: argparse.Namespace) -> int:
+    overrides = command_settings(args)
     preset, paradigm = validate(args)
-    overrides = {
-        k: getattr(args, k)
-        for k in (
-            "lr",
-            "weight_decay",
-            "warmup_ratio",
-            "epochs",
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "max_grad_norm",
-            "seed",
-            "log_every",
-            "save_every",
-            "eval_every",
-            "eval_after",
-            "grad_checkpointing",
-            "fused_norms",
-            "load_4bit",
-            "fsdp",
-            "on_invalid",
-            "max_new_tokens",
-            "lora_rank",
-            "lora_alpha",
-            "lora_dropout",
-            "prefix_tokens",
-            "scheduler",
-            "eval_before",
-            "model_path",
-            "dataset",
-            "output_dir",
-            "task",
-            "vision_tower",
-        )
-    }
-    if args.lora_targets:
-        overrides["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     if args.accelerate_config is not None and accelerate_distributed_type(args.accelerate_config) == "FSDP":
         # medtune shards the model itself (FSDP2 per decoder layer, tested); accelerate's own wrapping
         # of a prepared model is not used, so the shipped FSDP config means --fsdp.
         overrides["fsdp"] = True
         print(f"{args.accelerate_config.name} asks for FSDP: medtune shards the model itself, as with --fsdp")
-    cfg = resolve_config(args.family, args.method, preset, str(paradigm), overrides, args.config)
+    cfg = resolve_config(args.family, args.method, preset, str(paradigm), overrides)
     print(
         f"medtune train {cfg.family} {cfg.method} | preset {cfg.preset} | paradigm {cfg.paradigm} | recipe {cfg.recipe}"
     )
@@ -204,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fsdp shards the model over processes; add --num-processes 2 or more")
     if args.num_processes is not None and args.num_processes > 1:
         return launch_processes(args.num_processes, args.accelerate_config, fsdp=cfg.fsdp)
+    from medtune.tuning.datasets import format_scores
+    from medtune.tuning.train import train  # heavy imports only once the input is valid
+
     try:
         result = train(cfg, progress=not args.quiet, resume=args.resume)
     except FloatingPointError as err:  # a diverged loss: the sentence says what to lower

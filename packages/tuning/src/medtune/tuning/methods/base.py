@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from medtune.tuning.errors import UsageError
+from medtune.tuning.knobs import knob
 
 if TYPE_CHECKING:  # the CLI names methods and reads their options without importing torch
     from torch import nn
@@ -19,12 +20,19 @@ Kind = Literal["intrinsic", "adapter", "full"]
 class MethodOptions:
     """Knobs of the methods; None means the paper's default for the family (DESIGN.md)."""
 
-    lora_rank: int | None = None
-    lora_alpha: float | None = None
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] | None = None
-    prefix_tokens: int | None = None
-    prefix_projection: bool = True
+    # Each field is also a `medtune train`/`params` flag and a config key (medtune.tuning.knobs).
+    lora_rank: int | None = knob(None, "LoRA rank; none: the paper's, 4 for llava, 8 for miss")
+    lora_alpha: float | None = knob(None, "LoRA scaling numerator; none: twice the rank")
+    lora_dropout: float = knob(0.05, "dropout on the LoRA branch")
+    lora_targets: tuple[str, ...] | None = knob(
+        None,
+        "module-name suffixes LoRA wraps, comma-separated; none: the paper's for the family",
+        metavar="q_proj,v_proj",
+    )
+    prefix_tokens: int | None = knob(
+        None, "virtual prefix tokens; none: the paper's, 5 for llava, 10 for miss"
+    )
+    prefix_projection: bool = knob(True, "re-parameterise the prefix through an MLP as wide as the model")
 
     def __post_init__(self) -> None:
         if self.lora_rank is not None and self.lora_rank < 1:
@@ -60,27 +68,48 @@ class Method:
     description: str
 
 
-METHODS: dict[str, Method] = {}
 # The built-in methods, each registered by the module of this package with its name; imported on first lookup.
 BUILTIN_METHODS = ("full", "ln", "attention", "ffn", "lora", "prefix")
 
 
-def register_builtin_methods() -> dict[str, Method]:
+class Registry(Mapping[str, Method]):
+    """The registered methods by name; the first read imports the built-in ones (so naming it stays light)."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, Method] = {}
+
+    def _all(self) -> dict[str, Method]:
+        for name in BUILTIN_METHODS:
+            importlib.import_module(f"medtune.tuning.methods.{name}")
+        return self.registered
+
+    def __getitem__(self, name: str) -> Method:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+METHODS = Registry()
+
+
+def register_builtin_methods() -> Mapping[str, Method]:
     """Import the modules that register the built-in methods (once) and return the registry."""
-    for name in BUILTIN_METHODS:
-        importlib.import_module(f"medtune.tuning.methods.{name}")
+    METHODS._all()
     return METHODS
 
 
 def register_method(method: Method) -> Method:
     """Add a method to the registry and return it."""
-    METHODS[method.name] = method
+    METHODS.registered[method.name] = method
     return method
 
 
 def get_method(name: str) -> Method:
     """Return the registered method ``name`` or raise a UsageError listing the known ones."""
-    register_builtin_methods()
     try:
         return METHODS[name]
     except KeyError:
