@@ -207,3 +207,22 @@ def test_a_q_lang_column_keeps_one_language_as_the_slake_reader_does(tmp_path):
     assert [r.question for r in read_vqa(table, "train")] == ["question 0?", "question 2?"]
     assert [r.question for r in read_vqa(table, "train", "zh")] == ["question 1?"]
     assert len(read_vqa(table, "train", "all")) == 3
+
+
+@pytest.mark.parametrize("name", ["data/train.jsonl", "train.json"])
+def test_json_records_with_image_paths(tmp_path, name):
+    rows = [{"image": "images/a.png", "question": "Is it normal?", "answer": "No", "answer_type": "CLOSED"}]
+    path = tmp_path / "ds" / name
+    path.parent.mkdir(parents=True)
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    (tmp_path / "ds" / "images").mkdir()
+    Image.new("L", (8, 8), 3).save(tmp_path / "ds" / "images" / "a.png")
+    (record,) = read_vqa(tmp_path / "ds", "train")
+    assert (record.image, record.answer, record.answer_type) == (
+        tmp_path / "ds" / "images" / "a.png",
+        "no",
+        "CLOSED",
+    )

@@ -40,6 +40,8 @@ def _peek_layout(path: Path) -> VQALayout | None:
         return "slake"
     if "phrase_type" in first or "image_name" in first:
         return "vqa-rad"
+    if "question" in first and "answer" in first:  # a plain table of records: datasets' json builder
+        return "hf"
     return None
 
 
