@@ -226,3 +226,9 @@ def test_json_records_with_image_paths(tmp_path, name):
         "no",
         "CLOSED",
     )
+
+
+def test_columns_for_a_layout_with_fixed_fields_is_refused(tmp_path, builders):
+    root = builders.build_slake(tmp_path / "Slake1.0")
+    with pytest.raises(DataError, match=r"Slake1.0: is a slake dataset, whose fields have fixed names"):
+        read_vqa(root, "train", columns="question=q")

@@ -13,7 +13,7 @@ from medtune.data.llava_json import is_question_file, read_llava_file, read_ques
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord
 from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
-from medtune.data.splits import missing_split, require_file_split
+from medtune.data.splits import LayoutError, missing_split, require_file_split
 from medtune.data.vqarad import VQARAD_IMAGES, VQARAD_JSON, read_vqarad_file
 
 # "hf": anything datasets loads (save_to_disk, Hub-style parquet/CSV/JSON); "llava-med": question JSONL.
@@ -143,6 +143,13 @@ def read_vqa(
         return records
     source = Path(source).expanduser()
     layout = layout or detect_layout(source)
+    if columns and layout != "hf":
+        raise LayoutError(
+            source,
+            None,
+            f"is a {layout} dataset, whose fields have fixed names; columns (--columns) maps the columns of "
+            "a table datasets reads (parquet, CSV, JSON Lines, save_to_disk), so leave it out here.",
+        )
     if source.is_file() and layout in ("slake", "llava", "llava-med"):
         require_file_split(source, split)
     if layout == "slake":
