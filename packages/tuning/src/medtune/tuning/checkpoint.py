@@ -17,26 +17,13 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from medtune.tuning.errors import UsageError
+from medtune.tuning.recipes import RESUME_IDENTITY, RESUME_TRAJECTORY  # from the fields' metadata
 from medtune.tuning.run_dir import check_free_space, replace_folder
 
 CHECKPOINT = "checkpoint"
 TENSORS = "tuned.safetensors"
 TRAINING_STATE = "training_state.pt"
 POSITION = "position.json"
-# What must equal between a run and its resume: the model, what trains, the data and the trajectory.
-RESUME_IDENTITY = ("family", "method", "preset", "paradigm", "model_path", "method_options", "dataset")
-RESUME_TRAJECTORY = (
-    "lr",
-    "weight_decay",
-    "warmup_ratio",
-    "scheduler",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "max_grad_norm",
-    "seed",
-)
 
 
 @dataclass
