@@ -11,6 +11,7 @@ from typing import Literal
 from medtune.data import DataError, Rejection, VQARecord, read_reports, read_vqa
 from medtune.data.records import EmptySplitError
 from medtune.data.reports import detect_report_layout
+from medtune.data.splits import file_split
 from medtune.data.vqa import detect_layout
 from medtune.tuning.errors import UsageError
 
@@ -50,8 +51,14 @@ def read_records(
     task: Task | None = None,
     on_invalid: str = "raise",
     rejected: list[Rejection] | None = None,
+    *,
+    columns: str | None = None,
+    image_folder: str | Path | None = None,
 ) -> tuple[Task, list]:
     """Return (task, records) of ``split``; without ``task``, the one the dataset's layout is for.
+
+    ``columns`` maps a Hugging Face table's column names ('question=query,image=img'); ``image_folder``
+    is where VQA images are looked up (an image path may not leave it).
 
     With ``on_invalid="report"`` bad records are left out and appended to ``rejected``. A bad record
     otherwise, a file that cannot be parsed, a split left empty, or a folder no reader recognises, is a
@@ -60,9 +67,10 @@ def read_records(
     rejected = [] if rejected is None else rejected
     dataset = Path(dataset).expanduser()
     task = detect_task(dataset, task)
+    options = {"columns": columns, "image_folder": image_folder} if task == "vqa" else {}
     reader = read_vqa if task == "vqa" else read_reports
     try:
-        records = reader(dataset, split, on_invalid=on_invalid, rejected=rejected)  # type: ignore[operator]
+        records = reader(dataset, split, on_invalid=on_invalid, rejected=rejected, **options)  # type: ignore[operator]
     except EmptySplitError as err:
         raise UsageError(str(err).rstrip(".")) from None
     except DataError as err:
@@ -71,7 +79,33 @@ def read_records(
         raise UsageError(f"{str(err).rstrip('.')}; {INVALID_HINT}") from None
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(f"cannot read the {split} split of {dataset}: {str(err).rstrip('.')}") from None
+    inferred = sum(1 for r in records if isinstance(r, VQARecord) and r.extra.get("answer_type_inferred"))
+    if inferred:
+        print(
+            f"{dataset.name}/{split}: {inferred} of {len(records)} question(s) have no answer type; "
+            "yes/no answers are scored as closed, the rest as open"
+        )
     return task, records
+
+
+def check_held_out(dataset: Path, task: Task, split: str) -> None:
+    """Raise a UsageError when dataset is one VQA file named for no split: its test (or validation) split
+    would be its own training data.
+
+    (A VQA-RAD JSON holds both splits, by phrase_type; a file named test.json or train-0.parquet is its split.)
+    """
+    if task != "vqa" or not dataset.is_file() or file_split(dataset) is not None:
+        return
+    if detect_layout(dataset) in ("slake", "llava", "llava-med", "hf"):
+        todo = (
+            "pass the test data with --eval-dataset PATH, or --no-eval --no-eval-before to train without scoring"
+            if split == "test"
+            else "drop --eval-every, or pass a folder that holds a validation split"
+        )
+        raise UsageError(
+            f"--dataset {dataset} is one file with no split in its name, so it has no {split} split apart "
+            f"from the training data; {todo}"
+        )
 
 
 def data_fingerprint(records: list, source: Path) -> str:
