@@ -133,3 +133,17 @@ def test_yaml_reads_exponents_as_numbers_and_quoted_ones_as_strings(tmp_path):
     path.write_text("lr: '1e-4'\n")
     with pytest.raises(ValueError, match="lr must be a number, got the string '1e-4'"):
         read_config(path)
+
+
+def test_params_spells_its_settings_as_train_does():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    spellings = {
+        name: {s for a in commands[name]._actions for s in a.option_strings} for name in ("train", "params")
+    }
+    shared = {"--4bit", "--per-device-train-batch-size", "--batch-size", "--gradient-checkpointing", "--lora-rank",
+              "--lora-targets", "--prefix-tokens", "--no-prefix-projection"}  # fmt: skip
+    assert shared <= spellings["params"] & spellings["train"]
+    args = commands["params"].parse_args(
+        ["llava", "lora", "--batch", "2", "--4bit", "--lora-targets", "q_proj"]
+    )
+    assert (args.batch_size, args.load_4bit, args.lora_targets) == (2, True, ("q_proj",))

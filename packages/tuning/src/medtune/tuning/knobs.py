@@ -195,14 +195,27 @@ class _Switch(argparse.Action):
         setattr(namespace, self.dest, option_string not in self.negatives)
 
 
+def show(value: Any) -> str:
+    """Return a setting's value as help texts and summaries write it (``none``, ``true``, ``2e-05``, ``a,b``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
     names: Iterable[str] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> list[argparse.Action]:
     """Add one flag per knob of ``cls`` (or those in ``names``), default None ("not given"); return them.
 
-    Each action's ``help`` may hold ``{default}``, filled in when the help is printed.
+    With ``defaults`` the help says "default: X" (from ``defaults``, else the field's own); without, each
+    help holds ``{default}`` for the caller to fill in when the help is printed (a recipe's defaults).
     """
     wanted = None if names is None else set(names)
     types_ = hints(cls)
@@ -213,6 +226,8 @@ def add_flags(
         m, hint = f.metadata, types_[f.name]
         strings = [flag_of(f), *(f"--{a}" for a in m["aliases"])]
         help_text = f"{m['help']} ({{default}})"
+        if defaults is not None:
+            help_text = help_text.format(default=f"default: {show(defaults.get(f.name, f.default))}")
         if unwrap(hint)[0] is bool:
             negatives = [f"--no-{flag_of(f)[2:]}", *(f"--{n}" for n in m["negatives"])]
             action = parser.add_argument(

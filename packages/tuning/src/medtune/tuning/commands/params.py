@@ -6,8 +6,12 @@ import argparse
 import json
 
 from medtune.core_models import FAMILY_GROUPS
+from medtune.tuning import knobs
 from medtune.tuning.errors import UsageError
 from medtune.tuning.methods import BUILTIN_METHODS, MethodOptions
+from medtune.tuning.recipes import TrainConfig
+
+PLANNED = ("load_4bit", "batch_size", "grad_checkpointing")  # the train settings the memory plan reads
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,19 +25,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--paradigm", help="one state per group, T/F/PEFT, e.g. F,F,PEFT,F (default: the family's)"
     )
-    p.add_argument("--lora-rank", type=int)
-    p.add_argument("--lora-alpha", type=float)
-    p.add_argument(
-        "--lora-targets", help="comma-separated suffixes of linear-layer names, e.g. q_proj,v_proj"
-    )
-    p.add_argument("--prefix-tokens", type=int)
-    p.add_argument("--no-prefix-projection", action="store_true", help="learn the prefix directly (no MLP)")
-    p.add_argument("--4bit", dest="four_bit", action="store_true", help="plan NF4 frozen linear weights")
     p.add_argument("--memory", action="store_true", help="estimate peak training memory")
-    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, help="tokens per sample (default: image tokens + 128 for llava)")
-    p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    # The settings `medtune train` has too, spelt as there (generated from the one table of settings).
+    knobs.add_flags(p, MethodOptions, defaults={})
+    knobs.add_flags(p, TrainConfig, PLANNED, defaults={"batch_size": 1})
     return p
 
 
@@ -57,25 +54,24 @@ def count(args: argparse.Namespace) -> dict:
         )
     get_method(args.method)
     paradigm = Paradigm.parse(args.paradigm, args.family)
-    options = MethodOptions(
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",")) if args.lora_targets else None,
-        prefix_tokens=args.prefix_tokens,
-        prefix_projection=not args.no_prefix_projection,
+    options = MethodOptions(**knobs.given(args, MethodOptions))
+    batch, four_bit, grad_checkpointing = (
+        args.batch_size or 1,
+        bool(args.load_4bit),
+        bool(args.grad_checkpointing),
     )
-    if args.batch < 1 or (args.seq_len is not None and args.seq_len < 1):
-        raise UsageError("--batch and --seq-len must be positive integers")
+    if batch < 1 or (args.seq_len is not None and args.seq_len < 1):
+        raise UsageError("--per-device-train-batch-size and --seq-len must be positive integers")
     tuned = apply_paradigm(build_model(preset, device="meta"), args.family, args.method, paradigm, options)
     result = {"preset": preset.name, "family": args.family, "method": args.method, "paradigm": str(paradigm)}
     result |= paper_counts(tuned)
-    if args.memory or args.four_bit:
+    if args.memory or four_bit:
         plan = plan_memory(
             tuned,
-            batch=args.batch,
+            batch=batch,
             seq_len=args.seq_len,
-            four_bit=args.four_bit,
-            grad_checkpointing=args.grad_checkpointing,
+            four_bit=four_bit,
+            grad_checkpointing=grad_checkpointing,
         )
         result["memory"] = plan.as_dict()
     return result

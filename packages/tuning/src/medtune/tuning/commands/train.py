@@ -78,17 +78,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def fmt(value) -> str:
-    """Return a setting's value as the help and the startup line write it."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) or "none"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def default_text(name: str, default, family: str | None, method: str | None, recipe: str | None) -> str:
     """Return the help's default for setting ``name``: that run's, or each recipe's when the run is not named."""
     families = [family] if family else list(FAMILY_GROUPS)
@@ -98,7 +87,7 @@ def default_text(name: str, default, family: str | None, method: str | None, rec
         recipes = [recipe] if recipe else ["demo", "paper"] if f in DEMO_FAMILIES else ["paper"]
         for r in recipes:
             for m in methods:
-                values.setdefault((r, f), set()).add(fmt(recipe_defaults(f, m, r).get(name, default)))
+                values.setdefault((r, f), set()).add(knobs.show(recipe_defaults(f, m, r).get(name, default)))
     everything = set().union(*values.values())
     if len(everything) == 1:
         return f"default: {everything.pop()}"
