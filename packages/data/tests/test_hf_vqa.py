@@ -60,6 +60,7 @@ def test_hub_parquet_folder_reads_both_splits(tmp_path):
     # the image bytes became a file whose pixels are the ones written
     assert np.asarray(load_image(train[1].image))[0, 0, 0] == 40
     assert train[1].image.suffix == ".jpg" and train[1].image.is_file()
+    assert train[1].extra["image_name"] == "synpic1.jpg"  # the table's own name, kept for messages
 
 
 def test_parquet_written_by_pyarrow_without_datasets_metadata(tmp_path):

@@ -215,6 +215,8 @@ def vqa_columns(
         out["answer"].append(_text(batch[columns["answer"]][k]))
         out["answer_type"].append(_text(batch[answer_type][k]) if answer_type else "")
         extra = {c: batch[c][k] for c in extra_columns if not isinstance(batch[c][k], bytes)}
+        if data and name:  # the stored file is named by its content; keep the name the table gave it
+            extra["image_name"] = name
         out["extra"].append(json.dumps(extra, ensure_ascii=False, default=str))
         out["problem_field"].append(field)
         out["problem"].append(problem)
