@@ -149,3 +149,42 @@ def test_every_vlm_norm_class_is_fused_with_the_same_loss_and_gradients(arch):
     assert grads.keys() == ref_grads.keys() and grads
     for name in ref_grads:
         torch.testing.assert_close(grads[name], ref_grads[name], **MODEL_TOL, msg=name)
+
+
+class _OffsetRMSNorm(nn.Module):
+    """A ``(1 + w)`` RMSNorm whose class name does not say Gemma: the probe must find its convention."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(hidden))
+        self.eps = 1e-6
+
+    def forward(self, x):
+        return (1.0 + self.weight) * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class _DoubledRMSNorm(_OffsetRMSNorm):
+    """Scales by ``2 * w``: equal to ``1 + w`` at w = 1, so only a probe at other weights refuses it."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__(hidden)
+        nn.init.ones_(self.weight)
+
+    def forward(self, x):
+        return 2 * self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+_OffsetRMSNorm.__name__, _DoubledRMSNorm.__name__ = "OffsetRMSNorm", "DoubledRMSNorm"
+
+
+def test_the_scaling_convention_of_an_unknown_rms_norm_is_found_by_probing():
+    model = nn.ModuleDict({"offset": _OffsetRMSNorm(24), "doubled": _DoubledRMSNorm(24)})
+    with torch.no_grad():
+        model["offset"].weight.normal_(0, 0.2)
+    x = torch.randn(3, 24)
+    expected = model["offset"](x)
+    handle = patch_norms(model)
+    assert handle.patched == ["offset"] and model["offset"].offset == 1.0
+    assert [name for name, _ in handle.skipped] == ["doubled"]
+    torch.testing.assert_close(model["offset"](x), expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(model["doubled"].weight, torch.ones(24))  # the probe never touches the model's tensors

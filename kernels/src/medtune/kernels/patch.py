@@ -30,18 +30,58 @@ def _fused_for(module: nn.Module) -> nn.Module | str:
     return f"{name} is not a LayerNorm or RMSNorm over the last dimension"
 
 
+def _discover_convention(original: nn.Module, fused: nn.Module) -> nn.Module | str:
+    """Return ``fused``, or an RMSNorm of the other scaling convention where only that one matches ``original``.
+
+    The class name gives the first guess (Gemma's ``(1 + w)`` with x's dtype, LLaMA's ``w`` with promotion); a
+    norm of another family that follows the other convention is found by the probe instead of left alone.
+    """
+    mismatch = _probe_mismatch(original, fused)
+    if mismatch is None:
+        return fused
+    if isinstance(fused, FusedRMSNorm):
+        other = FusedRMSNorm.from_module(original)
+        other.offset = 1.0 - fused.offset
+        other.promote_output = fused.offset == 1.0 and type(original).__name__ != "RMSNorm"
+        if _probe_mismatch(original, other) is None:
+            return other
+    return mismatch
+
+
+class _Reference(nn.Module):
+    """Runs a fused module's torch reference path, so functional_call can hand it other parameters."""
+
+    def __init__(self, fused: nn.Module) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused.reference_forward(x)
+
+
 def _probe_mismatch(original: nn.Module, fused: nn.Module) -> str | None:
-    """Return a sentence if `fused` computes something else than `original` on a random input, else None."""
+    """Return a sentence if `fused` computes something else than `original` on a random input, else None.
+
+    Both run with the same randomly perturbed parameters (never the model's own, which stay untouched): at a
+    weight of ones, say, ``2 * w`` and ``1 + w`` agree, and a probe at that weight could not tell them apart.
+    """
+    from torch.func import functional_call
+
     weight = fused.weight
     if weight.device.type == "meta":
         return None
     dtype = weight.dtype if weight.dtype in _PROBE_TOL else torch.float32
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, weight.shape[0], generator=g).to(device=weight.device, dtype=dtype)
+    params = {
+        name: (p.detach().float() + 0.5 * torch.randn(p.shape, generator=g).to(p.device)).to(p.dtype)
+        for name, p in original.named_parameters(recurse=False)
+    }
     with torch.no_grad():
-        expected = original(x).float()
+        expected = functional_call(original, params, (x,)).float()
         # Torch reference path: the probe checks the conversion, not the kernel.
-        actual = fused.reference_forward(x).float()
+        reference = _Reference(fused)
+        actual = functional_call(reference, {f"fused.{k}": v for k, v in params.items()}, (x,)).float()
     err = (expected - actual).abs().max().item()
     if not err <= _PROBE_TOL[dtype] * max(1.0, expected.abs().max().item()):
         return (
@@ -107,7 +147,7 @@ def patch_norms(model: nn.Module, *, verify: bool = True) -> NormPatch:
             if id(child) not in fused_by_id:
                 fused = _fused_for(child)
                 if verify and not isinstance(fused, str):
-                    fused = _probe_mismatch(child, fused) or fused
+                    fused = _discover_convention(child, fused)
                 fused_by_id[id(child)] = fused
             fused = fused_by_id[id(child)]
             if isinstance(fused, str):
