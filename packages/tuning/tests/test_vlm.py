@@ -257,3 +257,16 @@ def test_a_tuned_vlm_exports_to_a_checkpoint_transformers_serves_and_predicts(ch
         main(["predict", str(run), "--image", str(record.image), "--question", record.question, "--quiet"])
         == 0
     )
+
+
+def test_ln_tunes_fp32_norms_on_a_4bit_base(checkpoints, tmp_path, capsys):
+    pytest.importorskip("bitsandbytes")
+    argv = ["train", "vlm", "ln", "--model-path", str(checkpoints["tiny-gemma3"]), "--4bit", "--max-steps", "1",
+            "--no-eval-before", "--no-eval", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert "frozen linear layers now NF4" in capsys.readouterr().out
+    (run,) = tmp_path.iterdir()
+    from safetensors.torch import load_file
+
+    tensors = load_file(next((run / "adapter").glob("*.safetensors")))
+    assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}
