@@ -20,6 +20,7 @@ from medtune.tuning.recipes import (
     recipe_of,
     resolve_config,
 )
+from medtune.tuning.trackers import check_trackers
 
 EPILOG = """\
 Every setting is also a config-file key (--config run.toml or run.yaml; the flag's name with underscores,
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         f"batch {cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'}, "
         f"seed {cfg.seed}"
     )
+    if tuple(cfg.report_to) != check_trackers(cfg.report_to):
+        print("  tensorboard is not installed: metrics.jsonl only (pip install 'medtune[tensorboard]')")
     if args.resume is not None and not args.resume.is_dir():
         raise UsageError(
             f"--resume {args.resume} does not exist; pass the run directory of the run to continue"
