@@ -44,7 +44,7 @@ from medtune.tuning.run_dir import (
     truncate_metrics,
     write_json_atomic,
 )
-from medtune.tuning.trackers import start_trackers
+from medtune.tuning.shards import real_rows, weight_padding
 
 
 @dataclass
@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         )
 
     metrics = MetricsLog(run_dir / "metrics.jsonl") if main else None
-    board = start_trackers(cfg.report_to, run_dir, run_config) if main else None  # --report-to
+    board = tensorboard_writer(run_dir) if main else None
     tokens, window_start = 0, time.perf_counter()
     bar = tqdm(
         total=total_steps,
@@ -256,9 +256,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     model.train()
     while position.step < total_steps:
         sampler.start(position.epoch, position.batch_in_epoch * cfg.batch_size * accelerator.num_processes)
-        step_loss = 0.0
+        step_loss, first, samples = 0.0, position.batch_in_epoch, len(sampler)
         for micro, batch in enumerate(loader, start=position.batch_in_epoch):
             batch.pop("qids", None)
+            # Several processes: the last round's top-up repeats get no labels, and each process's mean loss
+            # counts by its label tokens, so the step equals one process's at the whole round's batch.
+            real = real_rows(
+                micro - first, samples, cfg.batch_size, accelerator.process_index, accelerator.num_processes
+            )
+            share = weight_padding(batch, real, accelerator)
             group_start = micro - micro % cfg.grad_accum
             in_step = min(cfg.grad_accum, micro_per_epoch - group_start)
             ends_step = micro + 1 == group_start + in_step
@@ -266,8 +272,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(diverged_message(loss.item(), position.step + 1, run_dir, cfg))
-                accelerator.backward(loss / in_step)
-            step_loss += loss.item() / in_step
+                accelerator.backward(loss * share / in_step)
+            step_loss += loss.item() * share / in_step
             tokens += int(batch["attention_mask"].sum())
             position.batch_in_epoch = micro + 1
             if not ends_step:
@@ -300,7 +306,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 }
                 metrics.write(**row)
                 if board is not None:
-                    board.log({f"train/{k}": row[k] for k in ("loss", "lr", "tokens_per_s")}, position.step)
+                    for key in ("loss", "lr", "tokens_per_s"):
+                        board.add_scalar(f"train/{key}", row[key], position.step)
                 tokens, window_start = 0, time.perf_counter()
             if cfg.eval_every and (position.step % cfg.eval_every == 0 or position.step == total_steps):
                 built.model = accelerator.unwrap_model(model)
@@ -313,7 +320,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 if main:
                     metrics.write(step=position.step, val_loss=val_loss)
                     if board is not None:
-                        board.log({"validation/loss": val_loss}, position.step)
+                        board.add_scalar("validation/loss", val_loss, position.step)
                     if best:
                         save_adapter(
                             run_dir / "best",
@@ -422,6 +429,15 @@ def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
     if accelerator.num_processes > 1:
         name = broadcast_object_list(name)
     return Path(name[0])
+
+
+def tensorboard_writer(run_dir: Path):
+    """Return a TensorBoard SummaryWriter logging into ``run_dir/tensorboard``, or None without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def diverged_message(loss: float, step: int, run_dir: Path, cfg: TrainConfig) -> str:
