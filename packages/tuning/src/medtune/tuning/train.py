@@ -45,6 +45,7 @@ from medtune.tuning.run_dir import (
     write_json_atomic,
 )
 from medtune.tuning.shards import real_rows, weight_padding
+from medtune.tuning.trackers import start_trackers
 
 
 @dataclass
@@ -244,7 +245,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         )
 
     metrics = MetricsLog(run_dir / "metrics.jsonl") if main else None
-    board = tensorboard_writer(run_dir) if main else None
+    board = start_trackers(cfg.report_to, run_dir, run_config) if main else None  # --report-to
     tokens, window_start = 0, time.perf_counter()
     bar = tqdm(
         total=total_steps,
@@ -306,8 +307,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 }
                 metrics.write(**row)
                 if board is not None:
-                    for key in ("loss", "lr", "tokens_per_s"):
-                        board.add_scalar(f"train/{key}", row[key], position.step)
+                    board.log({f"train/{k}": row[k] for k in ("loss", "lr", "tokens_per_s")}, position.step)
                 tokens, window_start = 0, time.perf_counter()
             if cfg.eval_every and (position.step % cfg.eval_every == 0 or position.step == total_steps):
                 built.model = accelerator.unwrap_model(model)
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 if main:
                     metrics.write(step=position.step, val_loss=val_loss)
                     if board is not None:
-                        board.add_scalar("validation/loss", val_loss, position.step)
+                        board.log({"validation/loss": val_loss}, position.step)
                     if best:
                         save_adapter(
                             run_dir / "best",
@@ -429,15 +429,6 @@ def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
     if accelerator.num_processes > 1:
         name = broadcast_object_list(name)
     return Path(name[0])
-
-
-def tensorboard_writer(run_dir: Path):
-    """Return a TensorBoard SummaryWriter logging into ``run_dir/tensorboard``, or None without tensorboard."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def diverged_message(loss: float, step: int, run_dir: Path, cfg: TrainConfig) -> str:
