@@ -52,3 +52,28 @@ def test_length_grouped_order_is_a_seeded_permutation_with_less_padding():
     grouped.start(0, skip_samples=100)
     assert list(grouped) == first[100:]  # a resumed epoch skips exactly what was seen
     assert padding_fraction(lengths, first, 16) < 0.5 * padding_fraction(lengths, list(plain), 16)
+
+
+def test_group_by_length_trains_from_the_length_grouped_order(tmp_path, demo_cache, monkeypatch):
+    import json
+
+    import medtune.tuning.train as train_module
+    from medtune.tuning.cli import main
+
+    orders = []
+
+    class Recording(LengthGroupedShuffle):
+        def __iter__(self):
+            order = list(super().__iter__())
+            orders.append((self.lengths.tolist(), order))
+            return iter(order)
+
+    monkeypatch.setattr(train_module, "LengthGroupedShuffle", Recording)
+    fast = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "4", "--max-steps", "2"]
+    assert main(["train", "llava", "ln", *fast, "--group-by-length", "--output-dir", str(tmp_path)]) == 0
+    lengths, order = orders[0]
+    assert sorted(order) == list(range(len(lengths)))
+    plain = list(EpochShuffle(len(lengths), 0))
+    assert padding_fraction(lengths, order, 4) < padding_fraction(lengths, plain, 4)
+    (run,) = tmp_path.iterdir()
+    assert json.loads((run / "config.json").read_text())["group_by_length"] is True

@@ -9,6 +9,11 @@ from medtune.data import BlipVQACollator, LlavaCollator, get_template
 from medtune.tuning.checkpoint import EpochShuffle
 
 
+# Length-grouped order sorts windows of this many batches: wide enough that a batch's rows nearly match, narrow
+# enough that which samples meet stays random.
+GROUP_WINDOW = 50
+
+
 def make_collator(built: Built, *, train: bool, max_length: int = 512):
     """Return the collator that turns records into model inputs for ``built``'s family."""
     if built.family == "miss":

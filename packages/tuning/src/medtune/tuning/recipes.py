@@ -204,6 +204,11 @@ class TrainConfig:
         aliases=["grad-checkpointing"],
     )
     fused_norms: bool = knob(True, "the fused Triton norm kernel for ln on a GPU")
+    group_by_length: bool = knob(
+        False,
+        "batch training samples of like token count together, so little compute goes to padding",
+        resume="trajectory",
+    )
     load_4bit: bool = knob(
         False, "4-bit NF4 frozen weights (needs the 4bit extra)", flag="4bit", aliases=["load-in-4bit"]
     )
