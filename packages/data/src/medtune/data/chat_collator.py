@@ -11,6 +11,7 @@ token_type_ids) come from the checkpoint's own code.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import torch
 
@@ -20,26 +21,57 @@ from medtune.data.instructions import REPORT_INFERENCE_INSTRUCTION, report_instr
 from medtune.data.records import ReportRecord, VQARecord
 
 
-def user_turn(question: str) -> list[dict]:
-    """Return the one-turn conversation a sample asks: an image, then the question."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+def user_turn(question: str, image: bool = True) -> list[dict]:
+    """Return the one-turn conversation a sample asks: an image (first turns only), then the question."""
+    content = [{"type": "image"}] if image else []
+    return [{"role": "user", "content": [*content, {"type": "text", "text": question}]}]
+
+
+def _reply(answer: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": answer}]}
 
 
 def render(processor, question: str, answer: str | None) -> tuple[str, str]:
     """Return (prompt up to where the answer starts, the answer as the chat template writes it; "" for None)."""
-    turn = user_turn(question)
-    prompt = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-    if answer is None:
-        return prompt, ""
-    reply = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-    full = processor.apply_chat_template([*turn, reply], tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError(
-            "the checkpoint's chat template renders the conversation with an answer differently from the prompt "
-            f"it renders for generation ({prompt[-40:]!r} is not where {full[: len(prompt)][-40:]!r} is); "
-            "medtune supervises the text after the prompt, so it needs a template whose prompt is a prefix"
-        )
-    return prompt, full[len(prompt) :]
+    text, spans = render_conversation(processor, question, answer)
+    return (text, "") if not spans else (text[: spans[0][0]], text[spans[0][0] :])
+
+
+def render_conversation(
+    processor, question: str, answer: str | None, history: Sequence[Sequence[str]] = ()
+) -> tuple[str, list[tuple[int, int]]]:
+    """Return the conversation as the chat template renders it, and the (start, end) characters of each answer.
+
+    history holds earlier (question, answer) turns, rendered first with the image in the first user turn;
+    with answer None the text ends with the generation prompt after the last question (no span for it).
+    """
+    turns = [*((q, a) for q, a in history), (question, answer)]
+    messages: list[dict] = []
+    spans: list[tuple[int, int]] = []
+    text = ""
+    for k, (q, a) in enumerate(turns):
+        messages += user_turn(q, image=k == 0)
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if not prompt.startswith(text):
+            raise _not_a_prefix(text, prompt)
+        text = prompt
+        if a is None:
+            break
+        messages.append(_reply(a))
+        full = processor.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise _not_a_prefix(prompt, full)
+        spans.append((len(prompt), len(full)))
+        text = full
+    return text, spans
+
+
+def _not_a_prefix(prompt: str, full: str) -> ValueError:
+    return ValueError(
+        "the checkpoint's chat template renders the conversation with an answer differently from the prompt "
+        f"it renders for generation ({prompt[-40:]!r} is not where {full[: len(prompt)][-40:]!r} is); "
+        "medtune supervises the text after the prompt, so it needs a template whose prompt is a prefix"
+    )
 
 
 class ChatTemplateCollator:
@@ -59,26 +91,31 @@ class ChatTemplateCollator:
         """Return (prompt, answer text) of one sample as the chat template renders them."""
         return render(self.processor, question, answer if self.train else None)
 
+    def conversation(self, record: VQARecord | ReportRecord, question: str, answer: str) -> tuple[str, list]:
+        """Return (text, answer spans) of a record; a VQA record's extra['history'] turns come first."""
+        history = record.extra.get("history", ()) if isinstance(record, VQARecord) else ()
+        return render_conversation(self.processor, question, answer if self.train else None, history)
+
     def length(self, record: VQARecord | ReportRecord) -> int:
         """Return the record's text tokens as the template renders them (image tokens left out; for ordering)."""
         _, question, answer, _ = _sample(record, REPORT_INFERENCE_INSTRUCTION)
-        text = "".join(self.texts(question, answer))
+        text, _ = self.conversation(record, question, answer)
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def __call__(self, records: list[VQARecord | ReportRecord]) -> dict:
         """Return the processor's tensors for the batch (input_ids: (batch, seq)), labels when training, qids."""
-        prompts, answers, images, qids = [], [], [], []
+        texts, spans, images, qids = [], [], [], []
         for record in records:
             instruction = REPORT_INFERENCE_INSTRUCTION
             if isinstance(record, ReportRecord) and self.train:
                 instruction = report_instruction(self.rng)
             qid, question, answer, image = _sample(record, instruction)
-            prompt, answer_text = self.texts(question, answer)
-            prompts.append(prompt)
-            answers.append(answer_text)
+            text, answer_spans = self.conversation(record, question, answer)
+            texts.append(text)
+            # Counted from the end: expanding the image placeholders lengthens only what comes before.
+            spans.append([(len(text) - start, len(text) - end) for start, end in answer_spans])
             images.append([load_image(image, qid)])
             qids.append(qid)
-        texts = [p + a for p, a in zip(prompts, answers)]
         tokenizer = self.processor.tokenizer
         side = tokenizer.padding_side
         tokenizer.padding_side = self.padding_side
@@ -96,17 +133,20 @@ class ChatTemplateCollator:
             tokenizer.padding_side = side
         batch = dict(batch)
         if self.train:
-            batch["labels"] = answer_labels(batch, [len(a) for a in answers], texts, self.processor)
+            batch["labels"] = answer_labels(batch, spans, texts, self.processor)
             batch.pop("offset_mapping", None)
         batch["qids"] = qids
         return batch
 
 
-def answer_labels(batch: dict, answer_chars: list[int], texts: list[str], processor) -> torch.Tensor:
-    """Return labels (batch, seq): the input ids of the tokens inside each text's last ``answer_chars`` characters.
+def answer_labels(
+    batch: dict, spans: list[list[tuple[int, int]]], texts: list[str], processor
+) -> torch.Tensor:
+    """Return labels (batch, seq): the input ids of the tokens inside each text's answer spans.
 
-    Offsets are into the text after the processor expanded its image placeholders, which changes only the
-    prompt; so the answer is the same number of characters at the end of every expanded text.
+    A span is (characters from its start to the text's end, characters from its end to the text's end).
+    Offsets are into the text after the processor expanded its image placeholders, which changes only what
+    precedes the first answer; so each answer sits the same number of characters from every text's end.
     """
     ids, mask, offsets = batch["input_ids"], batch["attention_mask"], batch["offset_mapping"]
     labels = torch.full_like(ids, IGNORE_INDEX)
@@ -114,16 +154,15 @@ def answer_labels(batch: dict, answer_chars: list[int], texts: list[str], proces
         real = mask[row].bool()
         ends = offsets[row, :, 1][real]
         starts = offsets[row, :, 0][real]
-        if answer_chars[row] == 0:
-            continue
-        text_end = int(ends.max())
-        answer_start = text_end - answer_chars[row]
-        # a token belongs to the answer when it ends inside it (a token straddling the boundary is supervised)
-        keep = (ends > answer_start) & ~((starts == 0) & (ends == 0))
-        positions = real.nonzero().squeeze(1)[keep]
-        labels[row, positions] = ids[row, positions]
-        if not keep.any():
-            raise ValueError(
-                f"sample {row}: no token of the answer {texts[row][-answer_chars[row] :]!r} was found"
-            )
+        text_end = int(ends.max()) if ends.numel() else 0
+        positions = real.nonzero().squeeze(1)
+        for from_start, from_end in spans[row]:
+            answer_start, answer_end = text_end - from_start, text_end - from_end
+            # a token belongs to the answer when it ends inside it (a token straddling the boundary is supervised)
+            keep = (ends > answer_start) & (ends <= answer_end) & ~((starts == 0) & (ends == 0))
+            labels[row, positions[keep]] = ids[row, positions[keep]]
+            if not keep.any():
+                raise ValueError(
+                    f"sample {row}: no token of the answer {texts[row][len(texts[row]) - from_start :]!r} was found"
+                )
     return labels
