@@ -22,7 +22,7 @@ from medtune.data import Rejection, demo_dataset, write_rejections
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
 from medtune.tuning.apply import Tuned, apply_paradigm
-from medtune.tuning.batches import make_collator
+from medtune.tuning.batches import GROUP_WINDOW, LengthGroupedShuffle, make_collator, sample_lengths
 from medtune.tuning.checkpoint import (
     EpochShuffle,
     Position,
@@ -207,10 +207,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         )
         say(f"FSDP2: {layers} {built.preset.decoder_layer} units + the root, full shard")
 
-    sampler = EpochShuffle(len(train_records), cfg.seed)
-    loader = DataLoader(
-        train_records, batch_size=cfg.batch_size, sampler=sampler, collate_fn=make_collator(built, train=True)
+    collator = make_collator(built, train=True)
+    sampler = (
+        LengthGroupedShuffle(sample_lengths(collator, train_records), cfg.seed, GROUP_WINDOW * cfg.batch_size)
+        if cfg.group_by_length
+        else EpochShuffle(len(train_records), cfg.seed)
     )
+    loader = DataLoader(train_records, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator)
     optimizer = torch.optim.AdamW(param_groups(tuned, cfg.weight_decay), lr=cfg.lr)
     # Only the model and the data are prepared: the step count is ours, so the schedule is the same for
     # one process with batch 2B and two processes with batch B. A sharded model is already distributed.
