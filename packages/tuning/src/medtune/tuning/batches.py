@@ -8,7 +8,6 @@ from medtune.core_models import Built
 from medtune.data import BlipVQACollator, LlavaCollator, get_template
 from medtune.tuning.checkpoint import EpochShuffle
 
-
 # Length-grouped order sorts windows of this many batches: wide enough that a batch's rows nearly match, narrow
 # enough that which samples meet stays random.
 GROUP_WINDOW = 50
