@@ -79,3 +79,15 @@ def test_only_the_last_question_is_cut_to_fit(tokenizer, image_processor, conver
         LlavaCollator(tokenizer, image_processor, get_template("demo"), num_image_tokens=1, max_length=28)(
             [conversation]
         )
+
+
+def test_blip_vqa_refuses_a_conversation_rather_than_drop_its_context(
+    tokenizer, image_processor, conversation
+):
+    from medtune.data import BlipVQACollator
+
+    collator = BlipVQACollator(tokenizer, image_processor, decoder_start_token_id=1, eos_token_id=2)
+    with pytest.raises(
+        ValueError, match="'c1' is a multi-turn conversation, but BLIP-VQA answers one question"
+    ):
+        collator([conversation])

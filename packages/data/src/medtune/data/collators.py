@@ -221,6 +221,12 @@ class BlipVQACollator:
         """Return input_ids/attention_mask (batch, q), decoder_input_ids/decoder_attention_mask/labels (batch, a), pixel_values, qids."""
         questions, answers, images, qids = [], [], [], []
         for record in records:
+            if record.extra.get("history"):
+                raise ValueError(
+                    f"sample {record.qid!r} is a multi-turn conversation, but BLIP-VQA answers one question "
+                    "per image with no context; train the miss family on single-turn data, or a multi-turn "
+                    "set with the llava or vlm family."
+                )
             ids = list(self.tokenizer(record.question, add_special_tokens=True)["input_ids"])
             if len(ids) > self.max_question_length:
                 warnings.warn(
