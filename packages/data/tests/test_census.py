@@ -247,3 +247,15 @@ def test_unknown_phrase_type_is_a_record_error_not_a_split(tmp_path, builders):
     root = builders.build_vqarad(tmp_path, rows)
     with pytest.raises(DataError, match=r"record 1, id '1', field 'phrase_type': unknown phrase_type"):
         read_vqa(root, "train")
+
+
+def test_non_utf8_mimic_report_is_a_record_error(tmp_path, builders):
+    studies = [(10000001, 50000001, ["x"], "train"), (10000002, 50000002, ["y"], "train")]
+    root = builders.build_mimic(tmp_path, studies)
+    report = root / "files/p10/p10000002/s50000002.txt"
+    report.write_bytes(report.read_bytes().replace(b"Findings", b"F\xeendings"))
+    rejected = []
+    assert [r.study_id for r in read_reports(root, "train", on_invalid="report", rejected=rejected)] == [
+        "50000001"
+    ]
+    assert rejected[0].field == "report" and "is not UTF-8 text (byte 0xee" in rejected[0].reason

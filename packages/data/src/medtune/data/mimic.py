@@ -98,7 +98,18 @@ def read_mimic(
         if not report_path.is_file():
             log.reject(csv_path, index, study_id, "study_id", f"report file {report_path} does not exist.")
             continue
-        found = extract_sections(report_path.read_text(encoding="utf-8", errors="replace"))
+        try:
+            text = report_path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:  # replacing the bytes would train on U+FFFD
+            log.reject(
+                report_path,
+                index,
+                study_id,
+                "report",
+                f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); re-save it as UTF-8.",
+            )
+            continue
+        found = extract_sections(text)
         report = compose_report(found, sections)
         if not report:
             log.reject(
