@@ -31,7 +31,13 @@ from medtune.tuning.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medtune.tuning.datasets import MAX_NEW_TOKENS, data_fingerprint, format_scores, read_records
+from medtune.tuning.datasets import (
+    MAX_NEW_TOKENS,
+    check_held_out,
+    data_fingerprint,
+    format_scores,
+    read_records,
+)
 from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
 from medtune.tuning.paradigm import Paradigm
@@ -90,14 +96,21 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     paradigm = Paradigm.parse(cfg.paradigm, cfg.family)
     source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
     rejected: list[Rejection] = []
-    task, train_records = read_records(source, "train", cfg.task, cfg.on_invalid, rejected)
+    layout = {"columns": cfg.columns, "image_folder": cfg.image_folder}
+    task, train_records = read_records(source, "train", cfg.task, cfg.on_invalid, rejected, **layout)
+    test_source = Path(cfg.eval_dataset).expanduser() if cfg.eval_dataset else source
+    scored = cfg.eval_after or cfg.eval_before
+    if scored and test_source == source:
+        check_held_out(source, task, "test")
+    if cfg.eval_every:
+        check_held_out(source, task, "validation")
     test_records = (
-        read_records(source, "test", task, cfg.on_invalid, rejected)[1]
-        if cfg.eval_after or cfg.eval_before
-        else []
+        read_records(test_source, "test", task, cfg.on_invalid, rejected, **layout)[1] if scored else []
     )
     val_records = (
-        read_records(source, "validation", task, cfg.on_invalid, rejected)[1] if cfg.eval_every else []
+        read_records(source, "validation", task, cfg.on_invalid, rejected, **layout)[1]
+        if cfg.eval_every
+        else []
     )
     max_new_tokens = cfg.max_new_tokens or MAX_NEW_TOKENS[task]
     run_config = {
@@ -371,7 +384,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
             max_new_tokens=max_new_tokens,
             seed=cfg.seed,
             out_dir=run_dir,
-            dataset=source.name,
+            dataset=test_source.name,
             split="test",
             progress=progress,
         )
