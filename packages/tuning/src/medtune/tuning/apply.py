@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from medtune.core_models import group_of
-from medtune.tuning.methods import MethodOptions, get_method
-from medtune.tuning.methods.ln import is_norm
-from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.errors import UsageError
+from medtune.tuning.methods import MethodOptions, get_method
+from medtune.tuning.methods.base import MethodConfig
+from medtune.tuning.paradigm import Paradigm
 
 
 @dataclass
@@ -24,7 +23,12 @@ class Tuned:
     paradigm: Paradigm
     trainable: frozenset[str]  # every parameter with requires_grad
     peft: frozenset[str]  # those the method tunes inside PEFT groups
-    details: dict = field(default_factory=dict)
+    config: MethodConfig = field(default_factory=MethodConfig)  # the method's settings, defaults resolved
+
+    @property
+    def details(self) -> dict:
+        """The method's resolved settings as JSON (what the manifest stores as ``method_config``)."""
+        return self.config.to_json()
 
     def counts(self) -> dict:
         """Return the paper's accounting: base-model totals; trainable, PEFT and per-group numbers."""
@@ -54,20 +58,11 @@ def apply_paradigm(
     full_groups = set(paradigm.groups_in("T"))
     trainable = set(selection.tuned)
     for name, _ in model.named_parameters():
-        if name not in selection.tuned and group_of(name, family) in full_groups and ".lora_" not in name:
+        # Adapter methods add tensors only inside PEFT groups, so a T group trains exactly its own tensors.
+        if name not in selection.tuned and group_of(name, family) in full_groups:
             trainable.add(name)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
-    if method == "ln":
-        keep_norms_fp32(model, selection.tuned)
-    return Tuned(model, family, method, paradigm, frozenset(trainable), selection.tuned, selection.details)
-
-
-def keep_norms_fp32(model: nn.Module, names: frozenset[str]) -> None:
-    """Cast tuned norm tensors to fp32: a bf16 gamma near 1.0 cannot absorb 2e-5 updates."""
-    for module_name, module in model.named_modules():
-        if not is_norm(module):
-            continue
-        for param_name, param in module.named_parameters(recurse=False):
-            if f"{module_name}.{param_name}" in names and param.dtype != torch.float32:
-                param.data = param.data.float()
+    if spec.after_apply is not None:
+        spec.after_apply(model, selection.tuned, selection.config)
+    return Tuned(model, family, method, paradigm, frozenset(trainable), selection.tuned, selection.config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from medtune.tuning.errors import UsageError
@@ -14,16 +13,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "eval",
         help="evaluate runs or adapters on a dataset (zero-shot / out-of-distribution)",
         description="Evaluate each RUN_DIR_OR_ADAPTER on --dataset. Adapters that share a base are "
-        "swapped into one loaded model, not reloaded.",
+        "swapped into one loaded model, not reloaded. With --model-path and no adapter, score the untuned "
+        "base (a zero-shot baseline).",
     )
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR_OR_ADAPTER")
     p.add_argument("--adapter", action="append", type=Path, default=[], help="an adapter folder (repeatable)")
     p.add_argument("--dataset", required=True, help="dataset folder or file in its published layout")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument(
+        "--columns",
+        metavar="MAP",
+        help="column names of a Hugging Face table where they differ: question=Q,answer=A,image=I,answer_type=T",
+    )
+    p.add_argument(
+        "--image-folder",
+        metavar="PATH",
+        help="folder the dataset's image paths are relative to (may not be left)",
+    )
+    p.add_argument(
         "--task", choices=["vqa", "report"], help="default: VQA unless the layout is a report dataset"
     )
     p.add_argument("--model-path", help="base checkpoint (default: the one the run was tuned from)")
+    p.add_argument(
+        "--preset", help="the base's preset when scoring --model-path alone (default: found from the folder)"
+    )
+    p.add_argument("--out", type=Path, help="folder for a base's scores (default: DIR/eval-DATASET-SPLIT)")
     p.add_argument("--max-new-tokens", type=int, help="default 8 for VQA, 128 for reports")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); the paper used 0.2")
     p.add_argument("--bertscore-model", help="local encoder for BERTScore (path or cached name)")
@@ -47,60 +61,45 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def adapter_dir(path: Path) -> Path:
     """Return the adapter folder of a run directory, or the path itself when it is one."""
-    for candidate in (path, path / "adapter"):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    raise UsageError(
-        f"{path} is neither a run directory with adapter/ nor an adapter folder (no manifest.json)"
-    )
+    from medtune.tuning.adapter import find_adapter
+
+    return find_adapter(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medtune.core_models import load
     from medtune.eval import eval_dir_name
     from medtune.tuning.adapter import load_adapter, read_manifest
-    from medtune.tuning.apply import apply_paradigm
     from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
     from medtune.tuning.evaluate import evaluate
-    from medtune.tuning.methods import MethodOptions
-    from medtune.tuning.paradigm import Paradigm
+    from medtune.tuning.rebuild import base_for_manifest, load_base_alone, rebuild_key
 
     adapters = [adapter_dir(p) for p in [*args.runs, *args.adapter]]
-    if not adapters:
-        raise UsageError("name at least one run directory or --adapter to evaluate")
+    if not adapters and not args.model_path:
+        raise UsageError(
+            "name at least one run directory or --adapter to evaluate, or --model-path DIR alone to score "
+            "the untuned base"
+        )
     rejected: list = []
-    task, records = read_records(args.dataset, args.split, args.task, args.on_invalid, rejected)
+    task, records = read_records(
+        args.dataset,
+        args.split,
+        args.task,
+        args.on_invalid,
+        rejected,
+        columns=args.columns,
+        image_folder=args.image_folder,
+    )
     if args.on_invalid == "report":
         print(f"rejected {len(rejected)} invalid record(s) of {args.dataset}/{args.split}")
     dataset_name = Path(args.dataset).name
-    max_new = args.max_new_tokens or MAX_NEW_TOKENS[task]
-    loaded: dict[tuple, object] = {}
-    for adapter in adapters:
-        manifest = read_manifest(adapter)
-        key = (
-            manifest["preset"],
-            args.model_path or manifest.get("base_source"),
-            manifest["method"],
-            manifest["paradigm"],
-            json.dumps(manifest.get("method_details", {}), sort_keys=True),
-        )
-        if (
-            key not in loaded
-        ):  # one base per distinct (preset, base, method, paradigm); adapters swap in place
-            built = load(manifest["preset"], None if key[1] in (None, "random init") else key[1])
-            details = manifest.get("method_details") or {}
-            options = MethodOptions(lora_rank=details.get("rank"), lora_alpha=details.get("alpha"))
-            built.model = apply_paradigm(
-                built.model,
-                manifest["family"],
-                manifest["method"],
-                Paradigm.parse(manifest["paradigm"], manifest["family"]),
-                options,
-            ).model
-            loaded = {key: built}  # keep one model in memory at a time
-        built = loaded[key]
-        load_adapter(built.model, adapter)
-        out = adapter.parent / eval_dir_name(dataset_name, args.split)
+    generation = {
+        "max_new_tokens": args.max_new_tokens or MAX_NEW_TOKENS[task],
+        "temperature": args.temperature,
+        "batch_size": args.batch_size,
+        "progress": not args.quiet,
+    }
+
+    def score(built, out: Path, name: str) -> None:
         if args.on_invalid == "report":
             from medtune.data import write_rejections
 
@@ -112,11 +111,24 @@ def run(args: argparse.Namespace) -> int:
             dataset=dataset_name,
             split=args.split,
             bertscore_model=args.bertscore_model,
-            max_new_tokens=max_new,
-            temperature=args.temperature,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
+            **generation,
         )
-        summary = format_scores(scores, args.scorer)
-        print(f"{adapter.parent.name}: {dataset_name}/{args.split}: {summary} -> {out}")
+        print(f"{name}: {dataset_name}/{args.split}: {format_scores(scores, args.scorer)} -> {out}")
+
+    if not adapters:
+        built = load_base_alone(args.model_path, args.preset)
+        out = args.out or Path(args.model_path) / eval_dir_name(dataset_name, args.split)
+        score(built, out, f"{Path(args.model_path).name} (untuned)")
+        return 0
+    loaded: dict[str, object] = {}
+    for adapter in adapters:
+        manifest = read_manifest(adapter)
+        key = rebuild_key(manifest, args.model_path)
+        if (
+            key not in loaded
+        ):  # one base per distinct (base, method, config, paradigm); adapters swap in place
+            loaded = {key: base_for_manifest(manifest, args.model_path, adapter=adapter)}  # one in memory
+        built = loaded[key]
+        load_adapter(built.model, adapter)
+        score(built, adapter.parent / eval_dir_name(dataset_name, args.split), adapter.parent.name)
     return 0

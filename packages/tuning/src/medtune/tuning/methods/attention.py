@@ -14,6 +14,7 @@ from torch import nn
 
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
 from medtune.tuning.methods.blocks import block_parameter_names
+from medtune.tuning.methods.peft_layout import MODULE_COPIES
 
 
 def is_attention_block(module: nn.Module) -> bool:
@@ -35,5 +36,6 @@ ATTENTION = register_method(
         kind="intrinsic",
         select=select_attention,
         description="whole attention blocks (projections, output projection, BERT-style output LayerNorm)",
+        peft=MODULE_COPIES,
     )
 )

@@ -1,11 +1,17 @@
-"""What a tuning method is: a typed set of options and a function that picks or adds tuned tensors."""
+"""What a tuning method is: a typed set of options and a function that picks or adds tuned tensors.
+
+``MethodOptions`` holds what a user may set (None = the paper's default); a method turns them into its own typed
+``MethodConfig`` with every default resolved, which travels whole in the adapter manifest so that the exact
+method can be rebuilt from it. A method's hooks say what differs between methods: dtype rules after applying,
+how its tensors merge into the base, and how its adapter is laid out in PEFT's own format.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from medtune.tuning.errors import UsageError
 from medtune.tuning.knobs import knob
@@ -44,12 +50,39 @@ class MethodOptions:
 
 
 @dataclass(frozen=True)
+class MethodConfig:
+    """A method's settings with every default resolved; the methods without knobs use this empty one."""
+
+    def options(self) -> MethodOptions:
+        """Return the options that rebuild exactly this configuration."""
+        return MethodOptions()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the configuration as the manifest stores it."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MethodConfig:
+        """Return the configuration a manifest stored (unknown keys are an error, not silently dropped)."""
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Selection:
-    """What a method did to a model: the (possibly wrapped) model and the names of its tuned tensors."""
+    """What a method did to a model: the (possibly wrapped) model, its tuned tensors' names, its resolved config."""
 
     model: nn.Module
     tuned: frozenset[str]  # parameter names the method trains inside PEFT groups
-    details: dict = field(default_factory=dict)
+    config: MethodConfig = field(default_factory=MethodConfig)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The resolved configuration as JSON (what the run summary and the manifest record)."""
+        return self.config.to_json()
 
 
 # select(model, family, peft_groups, options) -> Selection. Intrinsic methods return the same model and
@@ -59,13 +92,30 @@ Selector = Callable[["nn.Module", str, tuple[str, ...], MethodOptions], Selectio
 
 @dataclass(frozen=True)
 class Method:
-    """A registered tuning method."""
+    """A registered tuning method and its hooks (None: nothing to do for that step)."""
 
     name: str
     display: str  # how the paper's tables write it
     kind: Kind
     select: Selector
     description: str
+    config_type: type[MethodConfig] = MethodConfig
+    # after_apply(model, tuned names, config): dtype rules once requires_grad is set (LN keeps norms fp32).
+    after_apply: Callable[[nn.Module, frozenset[str], MethodConfig], None] | None = None
+    # merge(model) -> how many modules were folded into the base weights; None: the tuned tensors are base weights.
+    merge: Callable[[nn.Module], int] | None = None
+    # How the adapter is written in PEFT's own format (medtune.tuning.methods.peft_layout.PeftLayout).
+    peft: Any = None
+
+    def config_from_manifest(self, manifest: dict[str, Any]) -> MethodConfig:
+        """Return the method's config a manifest stored, reading older manifests' ``method_details`` too."""
+        stored = manifest.get("method_config")
+        if stored is not None:
+            return self.config_type.from_json(stored)
+        legacy = getattr(self.config_type, "from_details", None)
+        return (
+            legacy(manifest.get("method_details") or {}, manifest["family"]) if legacy else self.config_type()
+        )
 
 
 # The built-in methods, each registered by the module of this package with its name; imported on first lookup.

@@ -13,14 +13,15 @@ from torch import nn
 from medtune.core_models import group_of
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
 from medtune.tuning.methods.blocks import block_parameter_names
+from medtune.tuning.methods.peft_layout import MODULE_COPIES
 
 
 def is_ffn_block(module: nn.Module) -> bool:
     """True for MLP modules and BERT-style Intermediate/Output modules (not an attention block's SelfOutput)."""
     name = type(module).__name__
-    return name.endswith(("MLP", "Intermediate", "MultiModalProjector", "LinearProjector", "PatchMerger")) or (
-        name.endswith("Output") and not name.endswith("SelfOutput")
-    )
+    return name.endswith(
+        ("MLP", "Intermediate", "MultiModalProjector", "LinearProjector", "PatchMerger")
+    ) or (name.endswith("Output") and not name.endswith("SelfOutput"))
 
 
 def select_ffn(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:
@@ -42,5 +43,6 @@ FFN = register_method(
         kind="intrinsic",
         select=select_ffn,
         description="the MLP linears of every transformer layer (and the llava connector)",
+        peft=MODULE_COPIES,
     )
 )

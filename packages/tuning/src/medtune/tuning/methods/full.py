@@ -6,6 +6,7 @@ from torch import nn
 
 from medtune.core_models import group_of
 from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
+from medtune.tuning.methods.peft_layout import MODULE_COPIES
 
 
 def select_all(model: nn.Module, family: str, groups: tuple[str, ...], options: MethodOptions) -> Selection:
@@ -22,5 +23,6 @@ FULL = register_method(
         kind="full",
         select=select_all,
         description="every parameter of the tuned groups",
+        peft=MODULE_COPIES,
     )
 )

@@ -1,33 +1,59 @@
 """Prefix tuning with PEFT's PrefixEncoder: learned key/value prefixes in every self-attention layer of a text stack.
 
-PeftModel's prefix-tuning wrapper assumes a causal/seq2seq LM taking ``past_key_values`` at the top level; neither
-LlavaForConditionalGeneration (the LLM sits under a vision wrapper) nor BlipForQuestionAnswering (two text stacks
-called internally) fits it. So the real PEFT ``PrefixEncoder`` (prefix embedding re-parameterised through an MLP as
-wide as the model) is attached to each tuned text stack, and a forward pre-hook on that stack hands its output to the
-stack as a pre-filled key/value cache, extending the attention mask over the prefix: exactly what PeftModel does for
-a plain LM. Vision groups are refused: prefix tuning is not viable for ViTs (the paper, section 2).
+PeftModel's prefix-tuning wrapper feeds the prefix as ``past_key_values`` to the top-level forward of a causal LM.
+BlipForQuestionAnswering calls its two text stacks internally (one of them a bidirectional encoder), so that wrapper
+cannot reach them; to keep one mechanism for both families, the real PEFT ``PrefixEncoder`` (prefix embedding
+re-parameterised through an MLP as wide as the model) is attached to each tuned text stack, and a forward pre-hook
+on that stack hands its output to the stack as a pre-filled key/value cache, extending the attention mask over the
+prefix: exactly what PeftModel does for a plain LM. For llava that is PeftModel's own computation (the LLM takes the
+cache LlavaForConditionalGeneration passes down), so a llava prefix adapter is written in PEFT's prefix-tuning
+layout; a MISS one cannot be (see ``peft_config``). Vision groups are refused: prefix tuning is not viable for ViTs
+(the paper, section 2).
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 from peft import PrefixEncoder, PrefixTuningConfig
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from medtune.tuning.methods.base import Method, MethodOptions, Selection, register_method
 from medtune.tuning.errors import UsageError
+from medtune.tuning.methods.base import Method, MethodConfig, MethodOptions, Selection, register_method
+from medtune.tuning.methods.peft_layout import NotRepresentable, PeftLayout, strip_root
 
 DEFAULT_TOKENS = {"llava": 5, "miss": 10, "vlm": 5}
 VISION_GROUPS = ("vision_tower", "vit")
+# {family: {group: (module name of its text stack, is_bidirectional)}}
+STACKS = {
+    "llava": {"llm": ("model.language_model", False)},
+    "miss": {"jtm": ("text_encoder", True), "dec": ("text_decoder.bert", False)},
+}
+ENCODER = "prefix_encoder"  # the attribute each tuned stack holds its PrefixEncoder under
+PROMPT_KEY = "prompt_embeddings"  # PEFT's one tensor of a prefix adapter
+
+
+@dataclass(frozen=True)
+class PrefixConfig(MethodConfig):
+    """Prefix tuning as trained: virtual tokens per layer and whether they were re-parameterised by an MLP."""
+
+    virtual_tokens: int
+    projection: bool = True
+
+    def options(self) -> MethodOptions:
+        return MethodOptions(prefix_tokens=self.virtual_tokens, prefix_projection=self.projection)
+
+    @classmethod
+    def from_details(cls, details: dict, family: str) -> PrefixConfig:
+        """Read an older manifest, which kept only the number of virtual tokens."""
+        return cls(details.get("virtual_tokens") or DEFAULT_TOKENS[family])
 
 
 def text_stacks(model: nn.Module, family: str, groups: tuple[str, ...]) -> dict[str, tuple[nn.Module, bool]]:
     """Return {group: (text transformer stack, is_bidirectional)} for the tuned groups that hold one."""
-    if family == "llava":
-        return {"llm": (model.model.language_model, False)} if "llm" in groups else {}
     if family == "vlm":  # where the LLM sits depends on the architecture (its rule says)
         from medtune.core_models.vlm import rule_of
 
@@ -37,9 +63,31 @@ def text_stacks(model: nn.Module, family: str, groups: tuple[str, ...]) -> dict[
                 f"prefix tuning is not available for {rule.architecture}: {rule.prefix_refusal}; choose another "
                 "method (ln, lora, attention, ffn, full)"
             )
-        return {"llm": (model.get_submodule(rule.text_stack), False)} if "llm" in groups else {}
-    stacks = {"jtm": (model.text_encoder, True), "dec": (model.text_decoder.bert, False)}
-    return {g: s for g, s in stacks.items() if g in groups}
+        stacks = {"llm": (rule.text_stack, False)}
+    else:
+        stacks = STACKS[family]
+    return {
+        g: (model.get_submodule(name), bidirectional)
+        for g, (name, bidirectional) in stacks.items()
+        if g in groups
+    }
+
+
+def stack_prefix_config(stack: nn.Module, tokens: int, projection: bool) -> PrefixTuningConfig:
+    """Return the PEFT prefix config of one text stack: keys/values as wide as its (grouped) attention heads."""
+    config = stack.config
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return PrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=tokens,
+        token_dim=kv_heads * head_dim,
+        num_layers=config.num_hidden_layers,
+        num_attention_heads=kv_heads,
+        encoder_hidden_size=config.hidden_size,  # the re-parameterising MLP is as wide as the model
+        prefix_projection=projection,
+        num_transformer_submodules=1,
+    )
 
 
 class PrefixHook:
@@ -126,28 +174,67 @@ def select_prefix(
     tokens = options.prefix_tokens or DEFAULT_TOKENS[family]
     for stack, bidirectional in text_stacks(model, family, groups).values():
         config = stack.config
-        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        peft_config = PrefixTuningConfig(
-            task_type="CAUSAL_LM",
-            num_virtual_tokens=tokens,
-            token_dim=kv_heads * head_dim,
-            num_layers=config.num_hidden_layers,
-            num_attention_heads=kv_heads,
-            encoder_hidden_size=config.hidden_size,  # the re-parameterising MLP is as wide as the model
-            prefix_projection=options.prefix_projection,
-            num_transformer_submodules=1,
-        )
         device = next(stack.parameters()).device
         with torch.device(device):
-            encoder = PrefixEncoder(peft_config)
-        stack.prefix_encoder = encoder
+            encoder = PrefixEncoder(stack_prefix_config(stack, tokens, options.prefix_projection))
+        setattr(stack, ENCODER, encoder)
         # transformers renamed the stacks' `past_key_values` argument to `cache` during 5.x; use this one's.
         cache_arg = "cache" if "cache" in inspect.signature(stack.forward).parameters else "past_key_values"
         hook = PrefixHook(encoder, config, bidirectional, family == "miss", cache_arg)
         stack.register_forward_pre_hook(hook, with_kwargs=True)
-    tuned = frozenset(n for n, _ in model.named_parameters() if ".prefix_encoder." in n)
-    return Selection(model, tuned, {"virtual_tokens": tokens})
+    tuned = frozenset(n for n, _ in model.named_parameters() if f".{ENCODER}." in n)
+    return Selection(model, tuned, PrefixConfig(tokens, options.prefix_projection))
+
+
+def peft_config(
+    model: nn.Module, family: str, tuned: frozenset[str], config: PrefixConfig, modules_to_save: list[str]
+) -> PrefixTuningConfig:
+    """Return PEFT's prefix-tuning config for a llava adapter; a MISS adapter has no PEFT equivalent."""
+    if family != "llava":
+        raise NotRepresentable(
+            "PEFT's prefix tuning passes the prefix to the model's top-level forward as past_key_values, and "
+            "BlipForQuestionAnswering takes none: it calls its two text stacks (one a bidirectional encoder) "
+            "itself, so the prefixes medtune gives each stack cannot be expressed in PEFT's prefix layout"
+        )
+    stack = model.get_submodule(STACKS[family]["llm"][0])
+    # PEFT saves the MLP's output, the keys/values themselves; loaded for inference they need no MLP.
+    peft = stack_prefix_config(stack, config.virtual_tokens, projection=False)
+    peft.modules_to_save = modules_to_save or None
+    return peft
+
+
+def to_peft(
+    model: nn.Module, family: str, state: dict[str, torch.Tensor], config: PrefixConfig
+) -> dict[str, torch.Tensor]:
+    """Return PEFT's one prefix tensor: every layer's keys/values, (virtual tokens, layers * 2 * kv width), fp32."""
+    name = STACKS[family]["llm"][0]
+    stack = model.get_submodule(name)
+    # Built on the CPU from the gathered tensors, so this works the same for a sharded (FSDP) model.
+    encoder = PrefixEncoder(stack_prefix_config(stack, config.virtual_tokens, config.projection))
+    mine = f"{name}.{ENCODER}."
+    encoder.load_state_dict({k[len(mine) :]: t.float() for k, t in state.items() if k.startswith(mine)})
+    with torch.no_grad():
+        table = encoder(torch.arange(config.virtual_tokens)).contiguous()
+    return {PROMPT_KEY: table}
+
+
+def from_peft(family: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the prefix table as the no-MLP encoder's embedding, and modules_to_save tensors by their names."""
+    embedding = f"{STACKS[family]['llm'][0]}.{ENCODER}.embedding.weight"
+    return {embedding if key == PROMPT_KEY else strip_root(key): t for key, t in state.items()}
+
+
+def load_options(config: PrefixConfig) -> MethodOptions:
+    """A PEFT-layout prefix holds the keys/values themselves, so the rebuilt encoder is a plain table."""
+    return MethodOptions(prefix_tokens=config.virtual_tokens, prefix_projection=False)
+
+
+def refuse_merge(model: nn.Module) -> int:
+    """Prefix tuning has nothing to merge: raise a usage error saying what to ship instead."""
+    raise UsageError(
+        "a prefix-tuning adapter's virtual tokens are extra inputs, not weights, so it cannot be merged into "
+        "the base; ship the adapter folder (PeftModel.from_pretrained loads a llava one) or use `medtune predict`"
+    )
 
 
 PREFIX = register_method(
@@ -157,5 +244,8 @@ PREFIX = register_method(
         kind="adapter",
         select=select_prefix,
         description="PEFT prefix tuning: learned key/value prefixes, re-parameterised through an MLP",
+        config_type=PrefixConfig,
+        merge=refuse_merge,
+        peft=PeftLayout(peft_config, to_peft, from_peft, load_options),
     )
 )
