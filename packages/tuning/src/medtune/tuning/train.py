@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         "paradigm": str(paradigm),
         "base_fingerprint": fingerprint,
         "base_source": built.source,
-        "method_details": tuned.details,
+        "method_config": tuned.details,  # the method's whole config: rebuild_from_manifest needs nothing else
         # Tuned against NF4 frozen weights; export merges into the full-precision base all the same.
         "trained_4bit": cfg.load_4bit,
     }
@@ -377,7 +377,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         if cfg.fsdp:
             # generate() reaches sharded modules outside the root forward, so score an unsharded copy.
             del model
-            built = unsharded_copy(cfg, paradigm, state, accelerator.device)
+            built = unsharded_copy(cfg, run_dir / "adapter", accelerator.device)
         after = evaluate(
             built,
             test_records,
@@ -412,14 +412,11 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def unsharded_copy(cfg: TrainConfig, paradigm: Paradigm, state: dict, device: torch.device) -> Built:
-    """Return the base loaded again with the method applied and the gathered tuned tensors copied in."""
-    built = load_base(cfg)
-    built.model = apply_paradigm(built.model, cfg.family, cfg.method, paradigm, cfg.method_options).model
-    params = dict(built.model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor)
+def unsharded_copy(cfg: TrainConfig, adapter: Path, device: torch.device) -> Built:
+    """Return the base loaded again with the adapter just saved applied (the one rebuild path), on ``device``."""
+    from medtune.tuning.rebuild import rebuild_from_manifest
+
+    built = rebuild_from_manifest(adapter, cfg.model_path, vision_tower=cfg.vision_tower)
     built.model.to(device)
     return built
 
