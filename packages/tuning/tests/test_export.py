@@ -13,6 +13,7 @@ from medtune.tuning import load_adapter
 from medtune.tuning.batches import make_collator
 from medtune.tuning.cli import main
 from medtune.tuning.export import merged_model
+from medtune.tuning.rebuild import rebuild_from_manifest
 
 FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2", "--max-steps", "2"]
 
@@ -41,13 +42,16 @@ def test_export_merge_writes_a_checkpoint_that_predicts_like_base_plus_adapter(
     assert main(["export", str(lora_run), "--merge", "--out", str(out)]) == 0
     merged = load("tiny-llava", out)
     assert not any(".lora_" in n for n, _ in merged.model.named_parameters())
-    adapted = merged_model(lora_run / "adapter")  # same numbers, reached through PEFT's merge in memory
+    adapted = rebuild_from_manifest(lora_run / "adapter")  # base + unmerged adapter, in fp32
+    assert (
+        next(merged_model(lora_run / "adapter").model.parameters()).dtype == torch.float16
+    )  # the base's own
     base = load("tiny-llava")
     got, want, untouched = logits(merged, records), logits(adapted, records), logits(base, records)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert (
-        got - untouched
-    ).abs().max() > 1e-3  # the adapter changed the model, so equality above means something
+    # The export is rounded to the base's fp16, so it is compared by distance: far closer to base + adapter
+    # than the adapter moved the base (which it did, so the comparison means something).
+    assert (want - untouched).abs().max() > 1e-3
+    assert (got - want).abs().max() < 0.1 * (want - untouched).abs().max()
 
 
 def test_export_refuses_a_non_empty_out_folder(lora_run, tmp_path, capsys):

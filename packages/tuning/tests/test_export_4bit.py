@@ -40,10 +40,9 @@ def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter
     assert "tuned on 4-bit (NF4) frozen weights" in capsys.readouterr().out
 
     base = load("tiny-llava")
-    base.model.save_pretrained(tmp_path / "base")
     saved = load_file(str(out / "model.safetensors"))
-    want = load_file(str(tmp_path / "base" / "model.safetensors"))
-    # No NF4 blocks or LoRA factors left: exactly the base's tensors, shapes and precision.
+    want = load_file(str(base.preset.default_weights / "model.safetensors"))  # the checkpoint as published
+    # No NF4 blocks or LoRA factors left: exactly the base's tensors, shapes and precision (fp16 here).
     assert {n: (t.shape, t.dtype) for n, t in saved.items()} == {
         n: (t.shape, t.dtype) for n, t in want.items()
     }
@@ -54,5 +53,7 @@ def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter
     adapted.model = apply_paradigm(adapted.model, "llava", method, Paradigm.parse(None, "llava")).model
     load_adapter(adapted.model, run / "adapter")
     got, want = logits(load("tiny-llava", out), records), logits(adapted, records)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # The export is rounded to the base's fp16, so it is compared by distance: far closer to base + adapter
+    # than the adapter moved the base.
     assert (got - untouched).abs().max() > 1e-3  # the adapter changed the model
+    assert (got - want).abs().max() < 0.1 * (want - untouched).abs().max()

@@ -1,80 +1,182 @@
-"""Merge a run's adapter into its base and write a full Hugging Face checkpoint."""
+"""Merge a run's adapter into its base and write a checkpoint that transformers loads and serves as it is.
+
+The folder holds config.json, safetensors shards in the base's own precision with their index, the tokenizer, a
+complete processor (LlavaProcessor with the patch size, feature strategy and a chat template rendering exactly
+the prompt the model was tuned with; BlipProcessor for MISS, whose BLIP-VQA model takes the bare question),
+generation_config.json with medtune's evaluation settings, and a model card (README.md).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from peft.tuners.lora import LoraLayer
-from torch import nn
 
-from medtune.core_models import Built, load
-from medtune.tuning.adapter import load_adapter, read_manifest
-from medtune.tuning.apply import apply_paradigm
-from medtune.tuning.methods import MethodOptions
-from medtune.tuning.paradigm import Paradigm
+from medtune.core_models import Built
+from medtune.data import get_template
+from medtune.data.templates import PromptTemplate
+from medtune.tuning.adapter import read_manifest
 from medtune.tuning.errors import UsageError
+from medtune.tuning.model_card import model_card
+from medtune.tuning.rebuild import base_source, rebuild_from_manifest
+
+DEFAULT_SHARD = "5GB"
 
 
-def merge_lora(model: nn.Module) -> int:
-    """Fold every LoRA layer into its base linear (PEFT's merge) and unwrap it; return how many were merged."""
-    merged = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(
-                model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer()
-            )
-            merged += 1
-    return merged
+def checkpoint_dtype(folder: str | Path | None, fallback: torch.dtype) -> torch.dtype:
+    """Return the dtype a checkpoint's config.json says its weights are in (``fallback`` when it names none)."""
+    file = Path(folder) / "config.json" if folder is not None else None
+    if file is None or not file.is_file():
+        return fallback
+    config = json.loads(file.read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    found = getattr(torch, name, None) if isinstance(name, str) else None
+    return found if isinstance(found, torch.dtype) else fallback
 
 
 def merged_model(adapter: Path, model_path: str | None = None) -> Built:
-    """Return the adapter's base (from ``model_path`` or the manifest) with the adapter merged into its weights."""
+    """Return the adapter's base (from ``model_path`` or the manifest) with the adapter merged, in the base's dtype."""
+    from medtune.tuning.methods import get_method
+
     manifest = read_manifest(adapter)
-    if manifest["method"] == "prefix":
-        raise UsageError(
-            f"{adapter} is a prefix-tuning adapter: its virtual tokens are extra inputs, not weights, so it "
-            "cannot be merged; ship the adapter folder and load it with medtune.tuning.load_adapter"
-        )
-    source = model_path or manifest.get("base_source")
-    built = load(manifest["preset"], None if source in (None, "random init") else source)
-    dtype = next(built.model.parameters()).dtype
-    details = manifest.get("method_details") or {}
-    options = MethodOptions(lora_rank=details.get("rank"), lora_alpha=details.get("alpha"))
-    paradigm = Paradigm.parse(manifest["paradigm"], manifest["family"])
-    built.model = apply_paradigm(built.model, manifest["family"], manifest["method"], paradigm, options).model
-    load_adapter(built.model, adapter)
+    method = get_method(manifest["method"])
+    source = base_source(manifest, model_path)
+    built = rebuild_from_manifest(adapter, model_path)
+    dtype = checkpoint_dtype(source or built.preset.default_weights, next(built.model.parameters()).dtype)
     with torch.no_grad():
-        merge_lora(built.model)
-    # LN-tuned norms train in fp32; the checkpoint is written in the base's own precision.
+        if method.merge is not None:
+            method.merge(built.model)
+    # Tuned norms trained in fp32; the checkpoint is written in the base's own precision.
     built.model.to(dtype)
+    built.model.config.dtype = dtype
     for p in built.model.parameters():
         p.requires_grad_(False)
     return built
 
 
-def export_merged(adapter: Path, out: Path, model_path: str | None = None) -> Path:
-    """Write the merged checkpoint (weights, tokenizer, image processor) to ``out`` via a temporary folder."""
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} exists and is not empty; choose a new folder (nothing was written)")
+def chat_template(template: PromptTemplate) -> str:
+    """Return a Jinja chat template rendering ``template``'s prompt exactly as medtune's collator builds it.
+
+    One image per conversation, where the template puts it; the question is the user's text with whitespace
+    collapsed and stray image placeholders removed (what ``PromptTemplate.prompt_parts`` does). Literal text is
+    written as quoted expressions, so Jinja's whitespace rules (trim_blocks, lstrip_blocks) cannot touch it.
+    """
+    if template.image_placeholder is None:
+        raise ValueError(f"template {template.name!r} has no image placeholder; it has no chat template")
+    head, tail = (json.dumps(part) for part in template.prompt_format.split("{question}"))
+    answer_head, answer_tail = (json.dumps(part) for part in template.answer_format.split("{answer}"))
+    placeholder = json.dumps(template.image_placeholder)
+    text = (
+        "{% set ns = namespace(text='') %}"
+        "{% if message['content'] is string %}{% set ns.text = message['content'] %}"
+        "{% else %}{% for part in message['content'] if part['type'] == 'text' %}"
+        "{% set ns.text = ns.text + ' ' + part['text'] %}{% endfor %}{% endif %}"
+    )
+    return (
+        ("{{ bos_token }}" if template.add_bos else "")
+        + "{% for message in messages %}"
+        + text
+        + "{% if message['role'] == 'user' %}"
+        + f"{{{{ {head} }}}}{{{{ (ns.text | replace({placeholder}, ' ')).split() | join(' ') }}}}{{{{ {tail} }}}}"
+        + "{% elif message['role'] == 'assistant' %}"
+        + f"{{{{ {answer_head} }}}}{{{{ ns.text | trim }}}}{{{{ {answer_tail} }}}}{{{{ eos_token }}}}"
+        + "{% endif %}{% endfor %}"
+    )
+
+
+def write_processor(built: Built, folder: Path) -> None:
+    """Save the tokenizer and a complete processor for ``built``: what AutoProcessor needs to build a working one."""
+    from transformers import BlipProcessor, LlavaProcessor
+
+    # preprocessor_config.json too: serving engines read the image processor from it, not the processor's copy.
+    built.image_processor.save_pretrained(folder)
+    if built.family == "miss":
+        BlipProcessor(image_processor=built.image_processor, tokenizer=built.tokenizer).save_pretrained(
+            folder
+        )
+        return
+    if built.family == "vlm":  # the checkpoint's own processor and chat template: what it was tuned with
+        from medtune.core_models.vlm_processor import save_processor
+
+        save_processor(built.processor, folder)
+        return
+    config = built.model.config
+    template = get_template(built.preset.template)
+    if built.image_wrap is not None:
+        raise UsageError(
+            f"preset {built.preset.name!r} wraps image positions in {' and '.join(built.image_wrap)}, which "
+            "LlavaProcessor cannot express; serve the adapter with `medtune predict` instead"
+        )
+    strategy = config.vision_feature_select_strategy
+    processor = LlavaProcessor(
+        image_processor=built.image_processor,
+        tokenizer=built.tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=strategy,
+        # CLIP towers put a CLS token before the patches; the "default" strategy drops it again.
+        num_additional_image_tokens=1,
+        image_token=built.tokenizer.convert_ids_to_tokens(config.image_token_index),
+        chat_template=chat_template(template),
+    )
+    processor.save_pretrained(folder)
+
+
+def generation_config(built: Built, run_config: dict):
+    """Return the model's generation config with medtune's evaluation settings (greedy, the task's answer length)."""
+    from transformers import GenerationConfig
+
+    from medtune.tuning.datasets import MAX_NEW_TOKENS
+
+    task = (run_config.get("dataset") or {}).get("task", "vqa")
+    if built.family == "vlm":  # keep the release's own (its end-of-turn tokens stop generation)
+        config = GenerationConfig.from_dict(built.model.generation_config.to_dict())
+    else:
+        config = GenerationConfig.from_model_config(built.model.config)
+    config.max_new_tokens = run_config.get("max_new_tokens") or MAX_NEW_TOKENS.get(task, 8)
+    config.do_sample = False
+    if built.family != "miss" and config.pad_token_id is None:
+        config.pad_token_id = built.tokenizer.pad_token_id or built.tokenizer.eos_token_id
+    return config
+
+
+def export_merged(
+    adapter: Path,
+    out: Path,
+    model_path: str | None = None,
+    *,
+    force: bool = False,
+    max_shard_size: str = DEFAULT_SHARD,
+) -> Path:
+    """Write the merged, servable checkpoint to ``out`` via a temporary folder renamed into place."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; choose a new folder (nothing was written)")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(
+            f"--out {out} exists and is not empty; choose a new folder, or pass --force to replace it "
+            "(nothing was written)"
+        )
+    manifest = read_manifest(adapter)
     built = merged_model(adapter, model_path)
-    if read_manifest(adapter).get("trained_4bit"):
+    if manifest.get("trained_4bit"):
         dtype = next(built.model.parameters()).dtype
         print(
             f"{adapter} was tuned on 4-bit (NF4) frozen weights; merged into the full-precision base and "
             f"saved in its precision ({str(dtype).removeprefix('torch.')})"
         )
+    run_file = Path(adapter).parent / "config.json"
+    run_config = json.loads(run_file.read_text()) if run_file.is_file() else {}
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    built.model.save_pretrained(tmp)
-    for part in (built.tokenizer, built.image_processor):
-        if part is not None:
-            part.save_pretrained(tmp)
+    built.model.save_pretrained(tmp, max_shard_size=max_shard_size)  # shards written one at a time
+    write_processor(built, tmp)
+    generation_config(built, run_config).save_pretrained(tmp)
+    (tmp / "README.md").write_text(model_card(built, manifest, run_config, Path(adapter)))
+    old = out.with_name(f".{out.name}.old")
     if out.exists():
-        out.rmdir()
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
