@@ -217,3 +217,43 @@ def test_resume_of_a_finished_run_without_checkpoints_is_not_called_killed(slake
     assert train(slake, tmp_path, "--resume", str(run)) == 2
     err = refused(capsys, "the run finished (its adapter is saved)")
     assert "killed" not in err
+
+
+def test_empty_test_split_stops_before_training(slake, tmp_path, capsys):
+    put(slake, [], "test")
+    argv = [
+        "train",
+        "llava",
+        "ln",
+        "--dataset",
+        str(slake),
+        "--quiet",
+        "--max-steps",
+        "1",
+        "--no-eval-before",
+    ]
+    assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 2
+    err = refused(capsys, str(slake / "test.json"), "the test split is empty")
+    assert "no predictions to score" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_on_an_empty_test_split(slake, tmp_path, capsys):
+    assert train(slake, tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    put(slake, [{**r, "q_lang": "zh"} for r in rows(slake, "test")], "test")
+    capsys.readouterr()
+    assert main(["eval", str(run), "--dataset", str(slake), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "the test split is empty" in err and "have q_lang 'zh'" in err
+
+
+@pytest.mark.parametrize("damage", ["tuned.safetensors", "training_state.pt", "position.json", "config.json"])
+def test_hand_damaged_checkpoint_before_resume(slake, tmp_path, capsys, damage):
+    assert train(slake, tmp_path, "--save-every", "1") == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    file = run / damage if damage == "config.json" else run / "checkpoint" / damage
+    file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    capsys.readouterr()
+    assert train(slake, tmp_path, "--save-every", "1", "--resume", str(run)) == 2
+    refused(capsys, "cannot be read", str(file if damage == "config.json" else run / "checkpoint"))

@@ -185,7 +185,7 @@ def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         saved = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(
-            f"--resume {run_dir}: its config.json cannot be read ({err}); the run cannot be continued"
+            f"--resume {run_dir}: {file} cannot be read ({err}); the run cannot be continued"
         ) from None
     if not isinstance(saved, dict):
         raise UsageError(
