@@ -29,6 +29,7 @@ ORGANS = ("brain", "lung", "liver")
 SIDES = ("left", "right")
 IMAGE_SIZE = 48
 Domain = Literal["pretrain", "downstream"]
+DEMO_SETS: tuple[str, ...] = ("pretrain", "downstream")  # what `demo:<name>` names in a grid spec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtune.eval.plots import plot_accuracy_vs_params, plot_loss_curves
+from medtune.eval.plots import AccuracyPoint, plot_accuracy_vs_params, plot_loss_curves
 from medtune.eval.runs import GROUP_DISPLAY, RunRow, load_runs
 
 
@@ -24,8 +24,23 @@ class Column:
     kind: str  # "pct" (fraction shown as %), "num", "int", "ratio" (already in %)
 
 
-def _score(key: str) -> Callable[[RunRow], Any]:
-    return lambda row: row.scores.get(key)
+# The two VQA scorer variants a scores.json may carry beside its top-level (default) numbers.
+SCORER_VARIANTS = ("llava-med", "medtune")
+
+
+def variant_score(scores: dict, key: str, variant: str | None = None) -> Any:
+    """Return ``key`` of one scorer variant (``scores["variants"][v]`` or ``scores[v]``), or the top-level value."""
+    if variant is None:
+        return scores.get(key)
+    for holder in (scores.get("variants"), scores):
+        block = holder.get(variant) if isinstance(holder, dict) else None
+        if isinstance(block, dict):
+            return block.get(key)
+    return None
+
+
+def _score(key: str, variant: str | None = None) -> Callable[[RunRow], Any]:
+    return lambda row: variant_score(row.scores, key, variant)
 
 
 def _ratio(numerator: str) -> Callable[[RunRow], Any]:
@@ -65,6 +80,11 @@ METRIC_COLUMNS = (
     Column("Closed (%)", _score("closed"), "pct"),
     Column("Global (%)", _score("global"), "pct"),
     Column("Global exact (%)", _score("global_exact"), "pct"),
+    *(
+        Column(f"{name} (%) {variant}", _score(key, variant), "pct")
+        for variant in SCORER_VARIANTS
+        for name, key in (("Opened", "open"), ("Closed", "closed"), ("Global", "global"))
+    ),
     Column("BERTScore P (%)", _score("bertscore_precision"), "pct"),
     Column("BERTScore R (%)", _score("bertscore_recall"), "pct"),
     Column("BERTScore F1 (%)", _score("bertscore_f1"), "pct"),
@@ -178,31 +198,37 @@ def _variant_notes(rows: list[RunRow]) -> str:
     return "Notes: " + ". ".join(notes) + "." if notes else ""
 
 
-def _run_label(row: RunRow) -> str:
-    return f"{row.method} [{','.join(row.paradigm)}]"
+def _run_labels(rows: list[RunRow]) -> list[str]:
+    """Return one label per row, method + paradigm + rate, with the run's name where that is not unique."""
+    labels = [
+        f"{r.method} [{','.join(r.paradigm)}]" + (f" lr {r.lr:g}" if r.lr is not None else "") for r in rows
+    ]
+    counts = {label: labels.count(label) for label in labels}
+    return [label if counts[label] == 1 else f"{label} {r.run_dir.name}" for label, r in zip(labels, rows)]
 
 
 def _figures(table: Table, folder: Path) -> tuple[list[Path], list[str]]:
     written, notes = [], []
     curves: dict[str, Path] = {}
-    for row in table.rows:
+    for row, label in zip(table.rows, _run_labels(table.rows)):
         if row.metrics_path is None or row.run_dir in {p.parent for p in curves.values()}:
             continue
-        label = _run_label(row)
-        curves[label if label not in curves else f"{label} {row.run_dir.name}"] = row.metrics_path
+        curves[label] = row.metrics_path
     if curves:
         written.append(plot_loss_curves(curves, folder / "loss_curves.png", f"Training loss: {table.title}"))
     else:
         notes.append("No run in this table has a metrics.jsonl, so there is no loss-curve figure.")
     points = [
-        (_run_label(row), float(row.params["trainable"]), 100.0 * float(row.scores["global"]))
-        for row in table.rows
+        AccuracyPoint(
+            label, float(row.params["trainable"]), 100.0 * float(row.scores["global"]), group=row.method
+        )
+        for row, label in zip(table.rows, _run_labels(table.rows))
         if _is_number(row.params.get("trainable"))
         and row.params["trainable"] > 0
         and _is_number(row.scores.get("global"))
     ]
     if points:
-        title = f"Global accuracy vs trainable parameters: {table.title}"
+        title = f"Global accuracy vs trainable parameters\n{table.title}"
         written.append(plot_accuracy_vs_params(points, folder / "accuracy_vs_params.png", title))
     else:
         notes.append("No run in this table has both a global accuracy and a trainable-parameter count.")

@@ -47,6 +47,7 @@ class RunRow:
     scores: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
     metrics_path: Path | None = None
+    lr: float | None = None
 
     def group_states(self) -> list[str]:
         """Return each group's state as the paper prints it (T, F, or the method's display name)."""
@@ -109,6 +110,7 @@ def _rows_of_run(run_dir: Path, problems: list[str]) -> list[RunRow]:
         "paradigm": _paradigm(config, groups, config_path),
         "params": dict(config.get("params") or {}),
         "metrics_path": run_dir / "metrics.jsonl" if (run_dir / "metrics.jsonl").is_file() else None,
+        "lr": config["lr"] if isinstance(config.get("lr"), int | float) else None,
     }
     dataset = config.get("dataset")
     rows = []
