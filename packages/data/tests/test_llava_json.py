@@ -64,7 +64,7 @@ def test_a_train_file_is_not_its_own_test_split(tmp_path, builders):
     with pytest.raises(
         DataError,
         match=r"train.json: has no 'test' split \(the file is the train split alone\); "
-        r"pass a separate evaluation set \(--eval-dataset\)",
+        r"give the evaluation data separately \(medtune train --eval-dataset PATH\)",
     ):
         read_vqa(path, "test")
 

@@ -37,8 +37,8 @@ def missing_split(where: object, split: str, present: str) -> LayoutError:
         todo = "pass the training data's folder or file."
     else:
         todo = (
-            "pass a separate evaluation set (--eval-dataset) or name a split it has (--split); "
-            "medtune never scores a model on its own training data silently."
+            "give the evaluation data separately (medtune train --eval-dataset PATH) or ask for a split it "
+            "has (medtune eval --split); medtune never scores a model on its own training data silently."
         )
     return LayoutError(where, None, f"has no {split!r} split ({present}); {todo}")
 
