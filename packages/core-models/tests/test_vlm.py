@@ -17,6 +17,7 @@ TINY = {
     "tiny-gemma3": "Gemma3ForConditionalGeneration",
     "tiny-qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
     "tiny-idefics3": "Idefics3ForConditionalGeneration",
+    "tiny-llava-next": "LlavaNextForConditionalGeneration",
 }
 TEXTS = ["Which organ is shown in this image?", "Is there a lesion?", "brain", "lung", "liver", "yes", "no"]
 
@@ -44,7 +45,9 @@ def test_qwen_merger_is_the_connector_though_it_sits_inside_the_vision_module():
 
 def test_real_shape_presets_count_the_published_totals():
     # google/medgemma-4b-it 4.30B, Qwen2.5-VL-7B (Lingshu-7B) 8.29B, HuggingFaceTB/SmolVLM-256M 256M
-    totals = {"medgemma-4b": 4_300_079_472, "lingshu-7b": 8_292_166_656, "smolvlm-256m": 256_484_928}
+    # llava-hf/llava-v1.6-mistral-7b-hf 7.57B
+    totals = {"medgemma-4b": 4_300_079_472, "lingshu-7b": 8_292_166_656, "smolvlm-256m": 256_484_928,
+              "llava-next-mistral-7b": 7_566_747_648}  # fmt: skip
     for preset, total in totals.items():
         assert sum(p.numel() for p in build_model(preset, device="meta").parameters()) == total, preset
 

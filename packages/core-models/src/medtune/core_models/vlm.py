@@ -91,6 +91,25 @@ def _idefics3_tokens(config: PretrainedConfig) -> int:
     return IDEFICS3_PLANNING_TILES * (per_tile + 2)  # each tile is wrapped in <fake_token_around_image> + tag
 
 
+def _anyres_side(config: PretrainedConfig) -> int:
+    """Return the side of the largest square resolution LLaVA-NeXT's any-resolution grid offers (a square scan)."""
+    squares = [h for h, w in config.image_grid_pinpoints if h == w]
+    return max(squares) if squares else config.vision_config.image_size
+
+
+def _llava_next_vision(config: PretrainedConfig) -> Tower:
+    vision = config.vision_config
+    crops = (
+        _anyres_side(config) // vision.image_size
+    ) ** 2 + 1  # the crops of the grid plus the resized whole
+    return _vit(vision, crops * (_square_patches(vision) + 1))  # CLIP adds a class token
+
+
+def _llava_next_tokens(config: PretrainedConfig) -> int:
+    side = _anyres_side(config) // config.vision_config.patch_size
+    return _square_patches(config.vision_config) + side * side + side  # base + grid, a newline per grid row
+
+
 RULES: dict[str, VlmRule] = {
     rule.architecture: rule
     for rule in (
@@ -124,6 +143,13 @@ RULES: dict[str, VlmRule] = {
             lambda c: _vit(c.vision_config, IDEFICS3_PLANNING_TILES * _square_patches(c.vision_config)),
             _idefics3_tokens,
             "smolvlm-256m",
+        ),
+        VlmRule(
+            "LlavaNextForConditionalGeneration",
+            "model.language_model",
+            _llava_next_vision,
+            _llava_next_tokens,
+            "llava-next-mistral-7b",
         ),
     )
 }

@@ -7,7 +7,7 @@ checkpoint's own config.json from --model-path.
 
 from __future__ import annotations
 
-from transformers import Gemma3Config, Idefics3Config, Qwen2_5_VLConfig
+from transformers import Gemma3Config, Idefics3Config, LlavaNextConfig, Qwen2_5_VLConfig
 
 from medtune.core_models.presets import Preset, register_preset
 
@@ -113,6 +113,41 @@ def smolvlm_256m_config() -> Idefics3Config:
     )
 
 
+def llava_next_mistral_7b_config() -> LlavaNextConfig:
+    """Return LLaVA-NeXT (v1.6) Mistral 7B's config: CLIP ViT-L/14 at 336 px with any-resolution crops, Mistral 7B."""
+    return LlavaNextConfig(
+        text_config={
+            "model_type": "mistral",
+            "vocab_size": 32_064,
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 32768,
+            "sliding_window": None,
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 336,
+            "patch_size": 14,
+            "projection_dim": 768,
+            "hidden_act": "quick_gelu",
+        },
+        image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+        image_token_index=32_000,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        architectures=["LlavaNextForConditionalGeneration"],
+    )
+
+
 MEDGEMMA_4B = register_preset(
     Preset(
         name="medgemma-4b",
@@ -146,5 +181,17 @@ SMOLVLM_256M = register_preset(
         template="chat",
         decoder_layer="LlamaDecoderLayer",
         notes={"model_class": "Idefics3ForConditionalGeneration"},
+    )
+)
+
+LLAVA_NEXT_MISTRAL_7B = register_preset(
+    Preset(
+        name="llava-next-mistral-7b",
+        family="vlm",
+        description="LLaVA-NeXT (v1.6) Mistral 7B: CLIP ViT-L/14-336 with any-resolution crops, Mistral 7B (7.6B)",
+        make_config=llava_next_mistral_7b_config,
+        template="chat",
+        decoder_layer="MistralDecoderLayer",
+        notes={"model_class": "LlavaNextForConditionalGeneration"},
     )
 )

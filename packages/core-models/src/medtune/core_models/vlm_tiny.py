@@ -20,6 +20,7 @@ from transformers import (
     Gemma3Processor,
     Idefics3Config,
     Idefics3Processor,
+    LlavaNextConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLProcessor,
@@ -89,6 +90,16 @@ QWEN_CHAT = (
     "{% for item in message['content'] %}{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAVA_NEXT_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+# LLaVA-NeXT Mistral's turn format: "[INST] <image>\nQUESTION [/INST] ANSWER</s>"
+LLAVA_NEXT_CHAT = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}[INST] "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    " [/INST]{% elif message['role'] == 'assistant' %} "
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{{ eos_token }}{% endif %}{% endfor %}"
 )
 SMOLVLM_CHAT = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
@@ -171,6 +182,26 @@ def tiny_idefics3_config() -> Idefics3Config:
     )
 
 
+def tiny_llava_next_config() -> LlavaNextConfig:
+    """Return a tiny LLaVA-NeXT: CLIP 2x32 at 32 px with a 2 x 2 any-resolution grid, LLaMA 2x64."""
+    ids = {t: i for i, t in enumerate(LLAVA_NEXT_SPECIALS)}
+    return LlavaNextConfig(
+        text_config={
+            **TINY_TEXT,
+            "model_type": "llama",
+            "pad_token_id": 3,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        },
+        vision_config={**TINY_VIT, "model_type": "clip_vision_model", "image_size": 32, "patch_size": 8},
+        image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
+        image_token_index=ids["<image>"],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        architectures=["LlavaNextForConditionalGeneration"],
+    )
+
+
 @dataclass(frozen=True)
 class TinyKit:
     """What a tiny checkpoint of one architecture is made of besides its config."""
@@ -178,6 +209,7 @@ class TinyKit:
     specials: list[str]
     named: dict  # the tokenizer's bos/eos/pad/unk and model-specific special tokens
     chat_template: str
+    end_of_turn: str  # the token the assistant's turn ends with (generation stops there)
 
 
 KITS: dict[str, TinyKit] = {
@@ -195,6 +227,7 @@ KITS: dict[str, TinyKit] = {
             },
         },
         GEMMA3_CHAT,
+        "<end_of_turn>",
     ),
     "tiny-qwen2.5-vl": TinyKit(
         QWEN_SPECIALS,
@@ -204,11 +237,19 @@ KITS: dict[str, TinyKit] = {
             "extra_special_tokens": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
         },
         QWEN_CHAT,
+        "<|im_end|>",
     ),
     "tiny-idefics3": TinyKit(
         IDEFICS3_SPECIALS,
         {"pad_token": "<|endoftext|>", "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>"},
         SMOLVLM_CHAT,
+        "<end_of_utterance>",
+    ),
+    "tiny-llava-next": TinyKit(
+        LLAVA_NEXT_SPECIALS,
+        {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"},
+        LLAVA_NEXT_CHAT,
+        "</s>",
     ),
 }
 
@@ -255,6 +296,23 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
         return Qwen2_5_VLProcessor(
             images, tokenizer, Qwen2VLVideoProcessor(), chat_template=kit.chat_template
         )
+    if preset == "tiny-llava-next":
+        from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
+
+        # any resolution: the image at the best grid of 32 px crops (up to 64 x 64) plus the whole image at 32 px
+        images = LlavaNextImageProcessorPil(
+            size={"shortest_edge": 32},
+            crop_size={"height": 32, "width": 32},
+            image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
+        )
+        return LlavaNextProcessor(
+            images,
+            tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            chat_template=kit.chat_template,
+            num_additional_image_tokens=1,  # CLIP's class token
+        )
     from transformers import Idefics3ImageProcessorPil
 
     # image splitting: the longest edge goes to 64 px, cut into 32 px tiles, plus the whole image at 32 px
@@ -265,7 +323,7 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
 
 
 def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3) to ``folder``."""
+    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3, tiny-llava-next) to ``folder``."""
     from medtune.core_models.model_class import build_model
 
     folder = Path(folder)
@@ -274,13 +332,8 @@ def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, see
     torch.manual_seed(seed)
     model = build_model(preset)
     # as the releases' generation configs do: stop at the end of the assistant's turn
-    end_of_turn = {
-        "tiny-gemma3": "<end_of_turn>",
-        "tiny-qwen2.5-vl": "<|im_end|>",
-        "tiny-idefics3": "<end_of_utterance>",
-    }
     model.generation_config.eos_token_id = sorted(
-        {tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.eos_token, end_of_turn[preset])}
+        {tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.eos_token, KITS[preset].end_of_turn)}
     )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
@@ -309,6 +362,13 @@ for _name, _make, _arch, _layer, _what in (
         "Idefics3ForConditionalGeneration",
         "LlamaDecoderLayer",
         "Idefics3 (SmolVLM's): SigLIP 2x32 tiles, LLaMA 2x64",
+    ),
+    (
+        "tiny-llava-next",
+        tiny_llava_next_config,
+        "LlavaNextForConditionalGeneration",
+        "LlamaDecoderLayer",
+        "LLaVA-NeXT: CLIP 2x32 with any-resolution crops, LLaMA 2x64",
     ),
 ):
     register_preset(
