@@ -33,12 +33,23 @@ def base_for_manifest(
     dtype: torch.dtype | None = None,
 ) -> Built:
     """Return the manifest's base with its method applied as stored, ready for ``load_adapter`` (no tensors yet)."""
+    from medtune.core_models import PRESETS, get_preset
     from medtune.tuning.apply import apply_paradigm
     from medtune.tuning.methods import get_method
     from medtune.tuning.paradigm import Paradigm
 
     where = adapter or "the adapter"
     source = base_source(manifest, model_path)
+    try:
+        family = get_preset(manifest["preset"]).family
+    except ValueError:
+        family = None
+    if family != manifest["family"]:
+        what = "no preset medtune knows" if family is None else f"a {family} preset, not {manifest['family']}"
+        raise AdapterError(
+            f"{where}/manifest.json names preset {manifest['preset']!r}, {what}; it was written by another medtune "
+            f"or edited by hand: use the medtune that trained it (presets here: {', '.join(sorted(PRESETS))})"
+        )
     try:
         built = load(
             manifest["preset"], source, vision_tower=vision_tower, **({"dtype": dtype} if dtype else {})
@@ -86,9 +97,11 @@ def rebuild_from_manifest(
 def preset_for_folder(model_path: str | Path, preset: str | None = None) -> str:
     """Return ``preset``, or the bundled preset whose weights ``model_path`` is; otherwise say to pass --preset."""
     from medtune.core_models import PRESETS
+    from medtune.core_models.presets import register_builtin_presets
 
     if preset:
         return preset
+    register_builtin_presets()
     folder = Path(model_path).expanduser().resolve()
     for known in PRESETS.values():
         if known.default_weights is not None and Path(known.default_weights).resolve() == folder:
