@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +34,11 @@ class Built:
     image_processor: object | None
     preset: Preset
     source: str  # a checkpoint path, or "random init"
+    dtype: torch.dtype = torch.float32  # what the frozen weights were loaded in
+    quantized: tuple[str, ...] = ()  # the linear layers loaded as NF4
+    weight_files: dict[str, Path] = field(default_factory=dict)  # checkpoint tensor name -> file
+    # model tensor name -> checkpoint name, for the tensors whose names differ
+    renamed: dict[str, str] = field(default_factory=dict)
     processor: object | None = None  # the vlm family's: the checkpoint's own processor and chat template
 
     @property
@@ -71,19 +76,71 @@ def build_random(
     return build_model(preset, device=device, dtype=dtype)
 
 
-def load(
-    preset: str | Preset,
-    model_path: str | Path | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-    vision_tower: str | Path | None = None,
-) -> Built:
-    """Return the preset's model with weights from ``model_path`` (or its bundled demo weights).
+DTYPE_FLAGS: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-    ``model_path`` may be an HF-format checkpoint or an original LLaVA-Med release (converted on load; its CLIP
-    tower comes from ``vision_tower`` when the release folder lacks one).
+
+def checkpoint_dtype(path: str | Path | None, preset: Preset) -> torch.dtype:
+    """Return the dtype ``path``'s config.json stores its weights in (the bundled weights' when None; fp32 if unsaid)."""
+    from medtune.core_models.weights import config_dtype
+
+    folder = Path(path).expanduser() if path is not None else preset.default_weights
+    file = folder / "config.json" if folder is not None else None
+    if file is None or not file.is_file():
+        return torch.float32
+    return config_dtype(json.loads(file.read_text())) or torch.float32
+
+
+def train_dtype(
+    requested: str | None, path: str | Path | None, preset: Preset, device: torch.device
+) -> torch.dtype:
+    """Return the dtype a run loads its frozen weights in, for ``--dtype`` ``requested`` (None or "auto": the default).
+
+    On a GPU the default is the checkpoint's own 16-bit dtype (bf16 for a 32-bit checkpoint, the paper's
+    precision). On the CPU it is fp32: half-precision matmuls there are slow or missing, and the half-precision
+    checkpoint is widened tensor by tensor as it loads, so the load peak stays one tensor above the model.
     """
-    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if requested not in (None, "auto"):
+        if requested not in DTYPE_FLAGS:
+            raise ValueError(f"--dtype {requested!r} is not one of auto, {', '.join(DTYPE_FLAGS)}")
+        return DTYPE_FLAGS[requested]
+    if device.type != "cuda":
+        return torch.float32
+    stored = checkpoint_dtype(path, preset)
+    return stored if stored in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def check_device_runs(dtype: torch.dtype, device: torch.device, source: str) -> None:
+    """Raise CheckpointError when ``device`` cannot compute in ``dtype`` (bf16 on a pre-Ampere GPU, say)."""
+    from medtune.core_models.errors import CheckpointError
+
+    try:
+        a = torch.ones(2, 2, dtype=dtype, device=device)
+        (a @ a).sum().item()
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(
+            f"{source}: this {device.type} device cannot compute in {str(dtype).removeprefix('torch.')} "
+            f"({str(err).splitlines()[0]}); pass --dtype with one it runs (fp32 always works; fp16 on GPUs "
+            "without bf16)"
+        ) from None
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise CheckpointError(
+            f"{source}: {torch.cuda.get_device_name(device)} has no bf16 arithmetic; pass --dtype fp16 (or fp32)"
+        )
+
+
+def resolve_load_dtype(dtype: torch.dtype | str | None, path: Path, preset: Preset) -> torch.dtype:
+    """Return ``dtype`` as a torch dtype: None or "auto" is the checkpoint's own, a flag name (bf16, ...) its dtype."""
+    if dtype is None or dtype == "auto":
+        return checkpoint_dtype(path, preset)
+    if isinstance(dtype, str):
+        if dtype not in DTYPE_FLAGS:
+            raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPE_FLAGS)}")
+        return DTYPE_FLAGS[dtype]
+    return dtype
+
+
+def checkpoint_folder(preset: Preset, model_path: str | Path | None) -> Path:
+    """Return the folder to load ``preset`` from (``model_path`` or the bundled weights), checked to hold a config."""
     path = Path(model_path).expanduser() if model_path is not None else preset.default_weights
     if path is None:
         raise ValueError(
@@ -93,15 +150,46 @@ def load(
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
         raise FileNotFoundError(f"model path {path} {what}; point --model-path at a local checkpoint folder")
+    return path
+
+
+def load(
+    preset: str | Preset,
+    model_path: str | Path | None = None,
+    *,
+    dtype: torch.dtype | str | None = torch.float32,
+    four_bit=None,
+    device: str | torch.device | None = None,
+    vision_tower: str | Path | None = None,
+) -> Built:
+    """Return the preset's model with weights from ``model_path`` (or its bundled demo weights).
+
+    ``model_path`` may be an HF-format checkpoint or an original LLaVA-Med release (converted on load; its CLIP
+    tower comes from ``vision_tower`` when the release folder lacks one). ``dtype``: None or "auto" loads the
+    checkpoint's own dtype. ``four_bit`` (a quantize.FourBit) loads every frozen linear as NF4 while reading it,
+    tensor by tensor, so the model never exists in full precision; ``device``: where the tensors go as they load.
+    A checkpoint that cannot be loaded as asked raises CheckpointError naming the file and the tensor.
+    """
+    from medtune.core_models.errors import CheckpointError
+    from medtune.core_models.weights import check_files
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    path = checkpoint_folder(preset, model_path)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = resolve_load_dtype(dtype, path, preset)
+    check_device_runs(dtype, device, str(path / "config.json"))
     from medtune.core_models.model_class import model_class_for
 
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     from medtune.core_models.convert import RELEASE_TEXT_CONFIGS, load_llava_med_release
 
     if any(a in RELEASE_TEXT_CONFIGS for a in architectures):
-        return load_llava_med_release(preset, path, dtype=dtype, vision_tower=vision_tower)
+        return load_llava_med_release(
+            preset, path, dtype=dtype, vision_tower=vision_tower, four_bit=four_bit, device=device
+        )
     processor = None
-    if preset.family == "vlm":  # an architecture without a rule, or no processor / chat template: say so first
+    # an architecture without a rule, or no processor / chat template: say so first
+    if preset.family == "vlm":
         from medtune.core_models.vlm import rule_for
         from medtune.core_models.vlm_processor import load_processor
 
@@ -113,7 +201,25 @@ def load(
             f"checkpoint {path} holds {', '.join(architectures)}, not a {preset.family} model "
             f"({model_cls.__name__}); choose a preset of the matching family"
         )
-    model = model_cls.from_pretrained(path, dtype=dtype)
+    files = check_files(path)  # a missing or truncated shard is named before anything loads
+    check_shapes(path, files, model_cls)
+    kwargs = {"dtype": dtype, "device_map": {"": device}}
+    if four_bit is not None:
+        from medtune.core_models.quantize import bnb_config
+
+        # transformers quantises each frozen linear as it reads it (synchronously: one tensor in full precision)
+        kwargs["quantization_config"] = bnb_config(four_bit, compute_dtype=dtype)
+    try:
+        model, info = model_cls.from_pretrained(path, output_loading_info=True, **kwargs)
+    except (OSError, RuntimeError) as err:  # a shard safetensors cannot parse, a size transformers refuses
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {str(err).splitlines()[0]}") from None
+    check_loading_info(path, files, info)
+    quantized: list[str] = []
+    if four_bit is not None:
+        from medtune.core_models.quantize import keep_cpu_layout, quantized_names
+
+        keep_cpu_layout(model)
+        quantized = quantized_names(model)
     if processor is not None:
         from medtune.core_models.vlm import with_decoder_layer
 
@@ -128,8 +234,79 @@ def load(
         image_processor=image_processor,
         preset=preset,
         source=str(path),
+        dtype=dtype,
+        quantized=tuple(quantized),
+        weight_files=files,
+        renamed=renamed_keys(model, files),
         processor=processor,
     )
+
+
+def renamed_keys(model: PreTrainedModel, files: dict[str, Path]) -> dict[str, str]:
+    """Return model name -> checkpoint name for the tensors transformers renamed while loading (older layouts).
+
+    Asks transformers' own conversion mapping (the one PEFT uses too), so the names are the ones it loaded.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without conversion mappings renames nothing
+        return {}
+    renamings = [m for m in get_model_conversion_mapping(model) if isinstance(m, WeightRenaming)]
+    state = model.state_dict()
+    renamed = {}
+    for key in files:
+        new, _ = rename_source_key(key, renamings, [], model.base_model_prefix, state)
+        if new != key:
+            renamed[new] = key
+    return renamed
+
+
+def check_shapes(path: Path, files: dict[str, Path], model_cls: type[PreTrainedModel]) -> None:
+    """Raise CheckpointError naming the file and tensor whose stored shape is not what config.json's model needs.
+
+    Read from the safetensors headers against the model built on the meta device, so nothing is loaded yet.
+    """
+    from medtune.core_models.errors import CheckpointError
+    from medtune.core_models.weights import safetensors_header
+
+    meta = meta_from_config(model_cls, path)
+    wanted = {name: tuple(t.shape) for name, t in meta.state_dict().items()}
+    renamed = {stored: name for name, stored in renamed_keys(meta, files).items()}
+    for file in sorted({f for f in files.values() if f.suffix == ".safetensors"}):
+        for stored, entry in safetensors_header(file).items():
+            name = renamed.get(stored, stored)
+            if name in wanted and tuple(entry["shape"]) != wanted[name]:
+                raise CheckpointError(
+                    f"checkpoint {path} does not match its config.json: tensor {name} in {file} has shape "
+                    f"{tuple(entry['shape'])}, the model needs {wanted[name]}; check that config.json belongs "
+                    "to these weights"
+                )
+
+
+def check_loading_info(path: Path, files: dict[str, Path], info: dict) -> None:
+    """Raise CheckpointError when transformers' loading report lists missing, unexpected or mis-shaped tensors.
+
+    transformers only warns about these (and leaves a missing tensor randomly initialised), which would tune a
+    model that is not the checkpoint.
+    """
+    from medtune.core_models.errors import CheckpointError
+
+    index = next((path / n for n in ("model.safetensors.index.json",) if (path / n).is_file()), path)
+    problems = []
+    for name, found, wanted in sorted(info.get("mismatched_keys") or ()):
+        where = files.get(name, index)
+        problems.append(f"tensor {name} in {where} has shape {tuple(found)}, the model needs {tuple(wanted)}")
+    for name in sorted(info.get("missing_keys") or ()):
+        problems.append(f"tensor {name} is missing from {index}")
+    for name in sorted(info.get("unexpected_keys") or ()):
+        problems.append(f"tensor {name} in {files.get(name, index)} belongs to no part of the model")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(
+            f"checkpoint {path} does not match its config.json: {problems[0]}{more}; check that the folder is "
+            "the complete checkpoint its config describes"
+        )
 
 
 def load_image_processor(folder: Path):
@@ -148,3 +325,45 @@ def load_image_processor(folder: Path):
         if cls is not None:
             return cls.from_pretrained(folder)
     return AutoImageProcessor.from_pretrained(folder)
+
+
+def full_precision_weights(built: Built, model: PreTrainedModel | None = None):
+    """Return state-dict name -> checkpoint tensor (read when asked) for each NF4 weight of ``model``.
+
+    ``model`` defaults to ``built.model`` and may be it wrapped for tuning (PEFT's base_model.model., base_layer).
+    A weight whose checkpoint name cannot be found (a layout transformers renamed while loading) is left out.
+    """
+    from medtune.core_models.quantize import quantized_names
+    from medtune.core_models.weights import LazyTensors
+
+    model = built.model if model is None else model
+    entries = {}
+    for name in quantized_names(model):
+        key = name.removeprefix("base_model.model.").replace(".base_layer", "") + ".weight"
+        stored = built.renamed.get(key, key)
+        if stored in built.weight_files:
+            entries[f"{name}.weight"] = (built.weight_files[stored], stored)
+    return LazyTensors(entries)
+
+
+def meta_model(
+    preset: str | Preset, model_path: str | Path | None = None, vision_tower=None
+) -> PreTrainedModel:
+    """Return the model ``load`` would build for this checkpoint, on the meta device (its config, no weights)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    path = checkpoint_folder(preset, model_path)
+    from medtune.core_models.convert import is_llava_med_release, release_meta_model
+    from medtune.core_models.model_class import model_class_for
+
+    if is_llava_med_release(path):
+        return release_meta_model(preset, path, vision_tower)
+    return meta_from_config(model_class_for(preset), path)
+
+
+def meta_from_config(model_cls, path: Path) -> PreTrainedModel:
+    """Return ``model_cls`` built from ``path``'s config.json on the meta device (an Auto class or a model class)."""
+    config = transformers.AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        if hasattr(model_cls, "_from_config"):
+            return model_cls._from_config(config)
+        return model_cls.from_config(config)

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from safetensors import safe_open
+from torch import nn
 from transformers import (
     AutoTokenizer,
     CLIPImageProcessor,
@@ -23,9 +25,11 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from medtune.core_models.build import Built, load_image_processor
+from medtune.core_models.errors import CheckpointError
 from medtune.core_models.llava_med import LinearConnectorLlava
 from medtune.core_models.presets import Preset, get_preset
 from medtune.core_models.tokenizer import IMAGE_TOKEN, V1_IMAGE_PATCH
+from medtune.core_models.weights import check_files
 
 RELEASE_TEXT_CONFIGS: dict[str, type[PretrainedConfig]] = {
     "LlavaLlamaForCausalLM": LlamaConfig,  # LLaVA-Med v1 (LLaMA-7B)
@@ -60,31 +64,22 @@ def is_llava_med_release(path: str | Path) -> bool:
     return release_architecture(path) is not None
 
 
-def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) from a folder's safetensors or pytorch_model*.bin weights, one shard at a time."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            break
-    else:
-        files = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()][:1]
-    if not files:
-        raise FileNotFoundError(
-            f"{folder} has no weights (model.safetensors, pytorch_model.bin, or a sharded index json); "
-            "point at the checkpoint folder itself"
-        )
-    for name in files:
-        file = folder / name
-        if not file.is_file():
-            raise FileNotFoundError(f"{folder} lists shard {name} in its index but the file is missing")
-        if name.endswith(".safetensors"):
+def checkpoint_tensors(files: dict[str, Path]) -> Iterator[tuple[str, Path, torch.Tensor]]:
+    """Yield (name, file, tensor) for every tensor in ``files`` (name -> file), one tensor in memory at a time."""
+    by_file: dict[Path, list[str]] = {}
+    for name, file in files.items():
+        by_file.setdefault(file, []).append(name)
+    for file, names in sorted(by_file.items()):
+        if file.suffix == ".safetensors":
             with safe_open(file, framework="pt") as shard:
-                for key in shard.keys():  # noqa: SIM118  (safe_open is not iterable)
-                    yield key, shard.get_tensor(key)
+                for name in names:
+                    yield name, file, shard.get_tensor(name)
         else:
             # mmap: a 10 GB shard is paged in tensor by tensor instead of read whole.
-            yield from torch.load(file, map_location="cpu", weights_only=True, mmap=True).items()
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            for name in names:
+                yield name, file, state[name]
+            del state
 
 
 def release_text_config(raw: dict, arch: str, vocab_size: int) -> PretrainedConfig:
@@ -174,52 +169,76 @@ def home_of(name: str, vision_prefix: str, *, from_clip: bool = False) -> str | 
     return name
 
 
-def fill(model: PreTrainedModel, sources: list[tuple[Path, bool]], vision_prefix: str) -> set[str]:
-    """Copy every checkpoint tensor into its home in ``model``; return the names of padded embeddings.
+def fill(
+    model: PreTrainedModel,
+    sources: list[tuple[Path, bool, dict[str, Path]]],
+    vision_prefix: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[set[str], dict[str, str]]:
+    """Move every checkpoint tensor into its home in ``model`` (parameters on the meta device), one at a time.
 
-    Raises ValueError naming the unexpected, missing and mis-shaped tensors when the checkpoint does not fit.
+    An NF4 layer's weight is quantised as it arrives, so no more than one frozen weight is ever held in full
+    precision. Returns (the padded embeddings, model name -> checkpoint name for every renamed tensor). Raises
+    CheckpointError naming the file and the tensor when the checkpoint does not fit the model.
     """
+    from medtune.core_models.quantize import place_nf4_weight
+
+    modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     filled: set[str] = set()
     padded: set[str] = set()
-    unexpected, mismatched = [], []
-    for folder, from_clip in sources:
-        for name, tensor in checkpoint_tensors(folder):
+    renamed: dict[str, str] = {}
+    for _, from_clip, files in sources:
+        for name, file, tensor in checkpoint_tensors(files):
             home = home_of(name, vision_prefix, from_clip=from_clip)
             if home is None:
                 continue
             target = params.get(home)
             if target is None:
-                unexpected.append(f"{name} ({folder})" if from_clip else name)
-                continue
+                raise CheckpointError(
+                    f"checkpoint {file} does not fit the converted LLaVA model: unexpected tensor {name} (it "
+                    f"would be {home}); "
+                    "check that the folder is a LLaVA-Med release and the preset matches it"
+                )
+            module_name, _, param_name = home.rpartition(".")
+            module = modules[module_name]
             rows_only = home.endswith(("embed_tokens.weight", "lm_head.weight")) and tensor.dim() == 2
             if tensor.shape == target.shape:
-                target.data.copy_(tensor)
+                value = tensor.to(dtype)
             elif rows_only and tensor.shape[1] == target.shape[1] and tensor.shape[0] < target.shape[0]:
                 # New token rows start at the mean embedding, so an added token begins as an "average" word.
-                target.data[: tensor.shape[0]].copy_(tensor)
-                target.data[tensor.shape[0] :] = tensor.float().mean(0).to(target.dtype)
+                value = torch.empty(target.shape, dtype=dtype)
+                value[: tensor.shape[0]] = tensor
+                value[tensor.shape[0] :] = tensor.float().mean(0).to(dtype)
                 padded.add(f"{home} {tensor.shape[0]}->{target.shape[0]} rows")
             else:
-                mismatched.append(f"{name} {tuple(tensor.shape)} vs {home} {tuple(target.shape)}")
-                continue
-            filled.add(home)
-    missing = [n for n in params if n not in filled]
-    if unexpected or missing or mismatched:
-        raise ValueError(
-            f"checkpoint {sources[0][0]} does not fit the converted LLaVA model: "
-            + "; ".join(
-                f"{len(names)} {what} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
-                for what, names in (
-                    ("unexpected tensors", unexpected),
-                    ("missing tensors", missing),
-                    ("tensors of the wrong shape", mismatched),
+                raise CheckpointError(
+                    f"checkpoint {file} does not fit the converted LLaVA model: tensor {name} has shape "
+                    f"{tuple(tensor.shape)}, but {home} needs "
+                    f"{tuple(target.shape)}; check that the preset matches the checkpoint"
                 )
-                if names
-            )
-            + "; check that the folder is a complete LLaVA-Med release and the preset matches it"
+            if param_name == "weight" and place_nf4_weight(module, value, device):
+                pass
+            else:
+                setattr(
+                    module,
+                    param_name,
+                    nn.Parameter(value.to(device), requires_grad=value.is_floating_point()),
+                )
+            del tensor, value
+            filled.add(home)
+            if home != name:
+                renamed[home] = name
+    missing = [n for n in params if n not in filled]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {sources[0][0]} does not fit the converted LLaVA model: {len(missing)} missing tensors "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); check that the folder is a "
+            "complete LLaVA-Med release (pass --vision-tower DIR when its CLIP tower is a separate folder)"
         )
-    return padded
+    return padded, renamed
 
 
 def release_tokenizer(path: Path):
@@ -263,16 +282,8 @@ def release_image_processor(folders: list[Path], image_size: int):
     )
 
 
-def load_llava_med_release(
-    preset: str | Preset,
-    path: str | Path,
-    *,
-    dtype: torch.dtype = torch.float32,
-    vision_tower: str | Path | None = None,
-) -> Built:
-    """Return the release checkpoint at ``path`` as a Llava model (every tensor placed, every weight filled)."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    path = Path(path).expanduser()
+def release_parts(preset: Preset, path: Path, vision_tower: str | Path | None) -> dict:
+    """Return what converting a release needs before any weight is read: config, class, files, tokenizer, tower."""
     arch = release_architecture(path)
     if arch is None:
         raise ValueError(f"{path}/config.json names neither {' nor '.join(RELEASE_TEXT_CONFIGS)}")
@@ -282,8 +293,8 @@ def load_llava_med_release(
             f"pass --preset {RELEASE_PRESETS[arch]}"
         )
     raw = json.loads((path / "config.json").read_text())
-    weight_names = {name for name, _ in _names(path)}
-    tower_inside = any(n.startswith("model.vision_tower.vision_tower.") for n in weight_names)
+    files = check_files(path)
+    tower_inside = any(n.startswith("model.vision_tower.vision_tower.") for n in files)
     tower = vision_tower_folder(raw, path, vision_tower)
     if not tower_inside and tower is None:
         raise FileNotFoundError(
@@ -297,20 +308,66 @@ def load_llava_med_release(
     )
     tokenizer, image_token = release_tokenizer(path)
     rows = max(
-        n for n in (_rows(path, "model.embed_tokens.weight"), raw.get("vocab_size", 0)) if n is not None
+        n for n in (_rows(files, "model.embed_tokens.weight"), raw.get("vocab_size", 0)) if n is not None
     )
     image_id = tokenizer.convert_tokens_to_ids(image_token)
     vocab = max(rows, preset.make_config().text_config.vocab_size, image_id + 1)
     config, model_cls = release_config(preset, raw, arch, vision, vocab, image_id)
-    with no_init_weights():
+    return dict(config=config, model_cls=model_cls, files=files, tower=tower, tower_inside=tower_inside,
+                tokenizer=tokenizer, image_token=image_token, image_id=image_id, vocab=vocab, vision=vision)  # fmt: skip
+
+
+def release_meta_model(preset: str | Preset, path: str | Path, vision_tower=None) -> PreTrainedModel:
+    """Return the Llava model a release converts into, on the meta device (no weight is read)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    parts = release_parts(preset, Path(path).expanduser(), vision_tower)
+    with torch.device("meta"):
+        return parts["model_cls"]._from_config(parts["config"])
+
+
+def load_llava_med_release(
+    preset: str | Preset,
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    vision_tower: str | Path | None = None,
+    four_bit=None,
+    device: torch.device | None = None,
+) -> Built:
+    """Return the release checkpoint at ``path`` as a Llava model (every tensor placed, every weight filled).
+
+    Streams: the model is built without weights, and each tensor goes to ``device`` in ``dtype`` (or into NF4
+    under ``four_bit``, a quantize.FourBit) as it is read.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    path = Path(path).expanduser()
+    device = device if device is not None else torch.device("cpu")
+    parts = release_parts(preset, path, vision_tower)
+    config, model_cls, files, tower = parts["config"], parts["model_cls"], parts["files"], parts["tower"]
+    tokenizer, image_token, image_id, vocab = (
+        parts[k] for k in ("tokenizer", "image_token", "image_id", "vocab")
+    )
+    tower_inside, vision = parts["tower_inside"], parts["vision"]
+    # Parameters on the meta device, buffers (rotary frequencies, position ids) computed as usual.
+    with no_init_weights(), init_empty_weights(include_buffers=False):
         model = model_cls._from_config(config, dtype=dtype)
+    if four_bit is not None:
+        from medtune.core_models.quantize import nf4_layers
+
+        nf4_layers(model, four_bit, compute_dtype=dtype)
     names = {n for n, _ in model.named_parameters()}
     vision_prefix = next(
         (p for p in ("model.vision_tower.vision_model.",) if any(n.startswith(p) for n in names)),
         "model.vision_tower.",
     )
-    sources = [(path, False)] + ([(tower, True)] if not tower_inside else [])
-    padded = fill(model, sources, vision_prefix)
+    sources = [(path, False, files)] + ([(tower, True, check_files(tower))] if not tower_inside else [])
+    padded, renamed = fill(model, sources, vision_prefix, dtype=dtype, device=device)
+    quantized: list[str] = []
+    if four_bit is not None:
+        from medtune.core_models.quantize import keep_cpu_layout, quantized_names
+
+        keep_cpu_layout(model)
+        quantized = quantized_names(model)
     if padded:
         warnings.warn(
             f"{path}: padded {', '.join(sorted(padded))} with the mean embedding (image token {image_token} = "
@@ -320,33 +377,26 @@ def load_llava_med_release(
     model.eval()
     folders = [path] + ([tower] if tower is not None else [])
     image_processor = release_image_processor(folders, vision.image_size)
+    weight_files = {name: file for _, _, f in sources for name, file in f.items()}
     return Built(
-        model=model, tokenizer=tokenizer, image_processor=image_processor, preset=preset, source=str(path)
+        model=model,
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        preset=preset,
+        source=str(path),
+        dtype=dtype,
+        quantized=tuple(quantized),
+        weight_files=weight_files,
+        renamed=renamed,
     )
 
 
-def _names(folder: Path) -> Iterator[tuple[str, Path]]:
-    """Yield (tensor name, file) from a folder's index json, or from its single weights file's header."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / index_name).is_file():
-            for name, file in json.loads((folder / index_name).read_text())["weight_map"].items():
-                yield name, folder / file
-            return
-    if (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", framework="pt") as shard:
-            for name in shard.keys():  # noqa: SIM118  (safe_open is not iterable)
-                yield name, folder / "model.safetensors"
-        return
-    for name, _ in checkpoint_tensors(folder):  # a single .bin must be read to list it
-        yield name, folder / "pytorch_model.bin"
-
-
-def _rows(folder: Path, name: str) -> int | None:
-    """Return the first dimension of tensor ``name`` in ``folder`` without reading other tensors, or None."""
-    for found, file in _names(folder):
-        if found == name:
-            if file.suffix == ".safetensors":
-                with safe_open(file, framework="pt") as shard:
-                    return shard.get_slice(name).get_shape()[0]
-            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)[name].shape[0]
-    return None
+def _rows(files: dict[str, Path], name: str) -> int | None:
+    """Return the first dimension of tensor ``name`` without reading it (or any other tensor), or None."""
+    file = files.get(name)
+    if file is None:
+        return None
+    if file.suffix == ".safetensors":
+        with safe_open(file, framework="pt") as shard:
+            return shard.get_slice(name).get_shape()[0]
+    return torch.load(file, map_location="meta", weights_only=True, mmap=True)[name].shape[0]
