@@ -120,3 +120,15 @@ def test_a_question_line_without_an_answer(tmp_path, builders):
         r"reference answer \(none of answer, gpt4_answer, gt_answer\)",
     ):
         read_vqa(path, "test")
+
+
+def test_a_turn_whose_value_is_not_text(tmp_path, builders):
+    builders.make_image(tmp_path / "images" / "x.png", fmt="PNG")
+    row = _conversation("c", "images/x.png", ("Which organ?", "Liver"), ("And?", "x"))
+    row["conversations"][1]["value"] = ["Liver"]
+    path = _write(tmp_path / "train.json", [row])
+    with pytest.raises(
+        DataError,
+        match=r"record 0, id 'c', field 'conversations\[1\].value': the turn's value is a JSON list",
+    ):
+        read_vqa(path, "train")

@@ -6,7 +6,14 @@ import json
 import os
 from pathlib import Path
 
-from medtune.data.record_checks import build_vqa_record, load_json_list, missing_field, normalise_answer
+from medtune.data.record_checks import (
+    as_text,
+    build_vqa_record,
+    load_json_list,
+    missing_field,
+    normalise_answer,
+    text_problem,
+)
 from medtune.data.records import OnInvalid, RejectionLog, VQARecord
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -38,6 +45,9 @@ def _turns_problem(turns: object) -> tuple[str, str] | None:
                 f"conversations[{k}]",
                 f"turn {k} is from {turn['from']!r}, but turns must alternate human then gpt.",
             )
+        problem = text_problem(turn["value"])
+        if problem is not None:
+            return f"conversations[{k}].value", f"the turn's value {problem}; fix or remove the record."
     if len(turns) % 2:
         return (
             f"conversations[{len(turns) - 1}]",
@@ -69,7 +79,7 @@ def read_llava_file(
             log.reject(path, index, rid, *problem)
             continue
         image = folder / str(row["image"])
-        turns = [str(t["value"]) for t in row["conversations"]]
+        turns = [as_text(t["value"]) or "" for t in row["conversations"]]
         pairs = [(_strip_placeholder(turns[k]), turns[k + 1]) for k in range(0, len(turns), 2)]
         extra = {k: v for k, v in row.items() if k not in ("id", "image", "conversations", "answer_type")}
         if len(pairs) > 1:  # the context every later turn is trained and asked with
