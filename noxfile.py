@@ -29,16 +29,38 @@ TORCH = os.environ.get("MEDTUNE_TORCH", "torch==2.13.0")
 MEMBERS: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["medtune"]["workspace"][
     "members"
 ]
-# Every member, editable, with the 4-bit and TensorBoard extras: the environment a user of `medtune` gets.
+# Every member, editable, with every extra: what `pip install "medtune[all]"` gives a user.
 FULL = [
     "kernels",
     "packages/data",
     "packages/eval",
     "packages/core-models[4bit]",
-    "packages/tuning[4bit,tensorboard]",
+    "packages/tuning[4bit,tensorboard,wandb,mlflow]",
+    "packages/medtune",
 ]
-# medtune-tuning needs every other member, so the shared environment is its isolation check.
-ISOLATED = [m for m in MEMBERS if m != "packages/tuning"]
+# The members each member needs installed from this checkout (the medtune-* names are not on PyPI yet).
+LOCAL = {
+    "packages/tuning": ["kernels", "packages/core-models", "packages/data", "packages/eval"],
+    "packages/medtune": [
+        "kernels",
+        "packages/core-models",
+        "packages/data",
+        "packages/eval",
+        "packages/tuning",
+    ],
+}
+# The import names each member provides (the medtune distribution provides all five).
+PROVIDES = {
+    "kernels": ["kernels"],
+    "packages/core-models": ["core_models"],
+    "packages/data": ["data"],
+    "packages/eval": ["eval"],
+    "packages/tuning": ["tuning"],
+    "packages/medtune": ["kernels", "core_models", "data", "eval", "tuning"],
+}
+ISOLATED = list(MEMBERS)
+# The lower bounds nox -s compat checks (torch is MEDTUNE_TORCH's: only 2.13 and 2.14 wheels are at hand).
+MINIMUMS = "transformers==5.9.0 peft==0.15.0 accelerate==1.1.0"
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3"]
 TEST_ENV = {
     "TRITON_INTERPRET": "1",
@@ -172,14 +194,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def compat(session: nox.Session) -> None:
-    """The test suite against the oldest transformers the packages accept (MEDTUNE_TRANSFORMERS to pick another).
+    """The test suite against the oldest transformers, PEFT and accelerate the packages accept (MEDTUNE_TRANSFORMERS
+    to pick others).
 
     Not in the default run: it keeps the declared lower bound honest when a change uses a newer API.
     """
     _install(
         session,
         FULL,
-        [*TEST_TOOLS, *shlex.split(os.environ.get("MEDTUNE_TRANSFORMERS", "transformers==5.9.0"))],
+        [*TEST_TOOLS, *shlex.split(os.environ.get("MEDTUNE_TRANSFORMERS", MINIMUMS))],
     )
     session.run("pytest", *(session.posargs or ["-q"]), env=TEST_ENV)
 
@@ -187,11 +210,13 @@ def compat(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("member", ISOLATED)
 def isolation(session: nox.Session, member: str) -> None:
-    """Each package installs alone, with only its declared dependencies, and imports."""
-    name = Path(member).name.replace("-", "_")
-    local = {"packages/eval": ["packages/data"], "packages/core-models": ["kernels"]}.get(member, [])
-    _install(session, [*local, member], seed=True)
-    session.run("python", "-c", f"import medtune.{name} as m; print('imported', m.__name__)")
+    """Each package installs alone, with only its declared dependencies, and imports (tuning: and starts)."""
+    _install(session, [*LOCAL.get(member, []), member], seed=True)
+    for name in PROVIDES[member]:
+        session.run("python", "-c", f"import medtune.{name} as m; print('imported', m.__name__)")
+    if "tuning" in PROVIDES[member]:  # no extra installed: the command and its help still work
+        session.run("medtune", "--help", silent=True)
+        session.run("medtune", "train", "--help", silent=True)
 
 
 @nox.session
