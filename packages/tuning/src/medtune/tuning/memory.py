@@ -6,6 +6,10 @@ output head, which bitsandbytes setups keep in 16 bit); other frozen tensors are
 GPU). Activations count what autograd keeps for the backward pass through every transformer stack the gradient
 crosses (from the loss down to the earliest trainable tensor), per layer and token, plus the fp32 logits and their
 gradient; gradient checkpointing keeps one input per layer and recomputes one layer at a time.
+
+The load phase peaks at the weights in their final form plus the one tensor in flight: medtune loads tensor by
+tensor (quantising each frozen linear as it arrives under ``four_bit``), holding the tensor as read and its
+converted copy at once, so the largest single tensor counts twice.
 """
 
 from __future__ import annotations
@@ -47,16 +51,22 @@ class MemoryPlan:
     gradients: int
     optimizer: int
     activations: int
-    total: int
+    total: int  # the training step's peak
+    load_peak: int  # the load phase's peak
     fits: tuple[str, ...]
     batch: int
     seq_len: int
     four_bit: bool
     grad_checkpointing: bool
 
+    @property
+    def peak(self) -> int:
+        """Return the whole run's planned peak: the larger of the load and the training step."""
+        return max(self.total, self.load_peak)
+
     def as_dict(self) -> dict:
         """Return the plan as a JSON-ready dict."""
-        return {**asdict(self), "fits": list(self.fits)}
+        return {**asdict(self), "peak": self.peak, "fits": list(self.fits)}
 
 
 def default_seq_len(model: nn.Module, family: str) -> int:
@@ -151,12 +161,13 @@ def plan_memory(
                 and f"{name}.weight" not in tuned.trainable
             ):
                 frozen_linear.add(f"{name}.weight")
-    weights = trainable = 0
+    weights = trainable = largest = 0
     trains_in: dict[str, bool] = dict.fromkeys(FAMILY_GROUPS[family], False)
     linear_trains: dict[str, bool] = dict.fromkeys(FAMILY_GROUPS[family], False)
     linear_weights = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     for name, param in model.named_parameters():
         n = param.numel()
+        largest = max(largest, n)
         group = group_of(name, family)
         if name in tuned.trainable:
             trainable += n
@@ -189,6 +200,8 @@ def plan_memory(
     )  # logits, fp32 copy, log-softmax, grad
     gradients, optimizer = 4 * trainable, 8 * trainable
     total = weights + gradients + optimizer + activations
-    fits = tuple(name for name, size in CONSUMER_GPUS.items() if total + CUDA_CONTEXT <= size)
-    return MemoryPlan(weights, gradients, optimizer, activations, total, fits, batch, seq_len, four_bit,
-                      grad_checkpointing)  # fmt: skip
+    load_peak = weights + 2 * largest * max(dtype_bytes, 2)
+    peak = max(total, load_peak)
+    fits = tuple(name for name, size in CONSUMER_GPUS.items() if peak + CUDA_CONTEXT <= size)
+    return MemoryPlan(weights, gradients, optimizer, activations, total, load_peak, fits, batch, seq_len,
+                      four_bit, grad_checkpointing)  # fmt: skip

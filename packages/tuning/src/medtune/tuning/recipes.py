@@ -22,6 +22,7 @@ Scheduler = Literal["cosine", "linear", "constant"]
 Task = Literal["vqa", "report"]
 OnInvalid = Literal["raise", "report"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 
 POSITIVE = (lambda v: v > 0, "positive")
 AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
@@ -211,6 +212,11 @@ class TrainConfig:
     )
     load_4bit: bool = knob(
         False, "4-bit NF4 frozen weights (needs the 4bit extra)", flag="4bit", aliases=["load-in-4bit"]
+    )
+    dtype: Dtype = knob(
+        "auto",
+        "dtype of the frozen weights; auto: the checkpoint's own on a GPU (bf16 for an fp32 one), fp32 on a CPU",
+        resume="trajectory",
     )
     fsdp: bool = knob(False, "FSDP2 full shard over --num-processes, one unit per decoder layer")
     on_invalid: OnInvalid = knob(

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from medtune.core_models import Built, get_preset, load
+from medtune.core_models import Built
+from medtune.core_models.build import full_precision_weights
 from medtune.data import Rejection, demo_dataset, write_rejections
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
@@ -38,10 +39,18 @@ from medtune.tuning.datasets import (
     format_scores,
     read_records,
 )
+from medtune.tuning.errors import UsageError
 from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
+from medtune.tuning.loading import (
+    check_fits,
+    load_base,
+    mixed_precision,
+    peak_memory,
+    plan_load,
+    train_in_fp32,
+)
 from medtune.tuning.paradigm import Paradigm
-from medtune.tuning.errors import UsageError
 from medtune.tuning.recipes import TrainConfig
 from medtune.tuning.run_dir import (
     MetricsLog,
@@ -65,6 +74,7 @@ class RunResult:
     before: dict | None
     after: dict | None
     seconds: float
+    memory: dict | None = None  # planned and measured peak bytes (see peak_memory)
 
 
 def seed_everything(seed: int) -> None:
@@ -128,7 +138,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         checkpoint = find_checkpoint(resume)
     seed_everything(cfg.seed)
     # Accumulation is done by hand below so that the step boundaries survive a resume exactly.
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 and torch.cuda.is_available() else "no")
+    # Planned on the meta device before any weight loads: the dtype, what trains, and the memory it takes.
+    plan = plan_load(cfg, paradigm, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    accelerator = Accelerator(mixed_precision=mixed_precision(plan.dtype, cfg))
     launched = os.environ.get("MEDTUNE_LAUNCHED_PROCESSES")
     if launched and accelerator.num_processes != int(launched):
         # Before anything is written: each of the launched processes would otherwise make its own run.
@@ -147,8 +159,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    built = load_base(cfg)
-    built.model.to(accelerator.device)
+    check_fits(plan, accelerator.device, cfg)
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
+    # Straight to the device, each NF4 layer quantised as it loads.
+    built = load_base(cfg, plan, accelerator.device)
     run_dir = resume if resume is not None else shared_run_dir(accelerator, cfg)
     say = accelerator.print
     say(f"run directory: {run_dir}{' (resuming)' if resume is not None else ''}")
@@ -168,6 +183,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         say(f"before tuning: {format_scores(before)}")
 
     tuned = apply_paradigm(built.model, cfg.family, cfg.method, paradigm, cfg.method_options)
+    train_in_fp32(tuned, plan)
     built.model = tuned.model
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing back-propagates into a block even when none of its inputs require grad
@@ -177,7 +193,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         from medtune.kernels import patch_norms
 
         say(patch_norms(tuned.model).summary().splitlines()[0] + " with the fused Triton kernel")
-    counts = tuned.counts()
+    counts = plan.counts  # from the meta model: NF4 weights hold two values per stored byte
     run_config["base_source"] = built.source
     run_config["params"] = {
         "total": counts["total_params"],
@@ -185,20 +201,27 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         "peft": counts["peft_params"],
         "groups": counts["groups"],
     }
+    run_config["load_dtype"] = str(built.dtype).removeprefix("torch.")
+    run_config["memory"] = {
+        "planned_peak_bytes": plan.memory.peak,
+        "planned_load_peak_bytes": plan.memory.load_peak,
+        "planned_step_peak_bytes": plan.memory.total,
+        "measured_by": "cuda max_memory_allocated" if accelerator.device.type == "cuda" else "peak RSS",
+    }
     if main and resume is None:
         write_json_atomic(run_dir / "config.json", run_config)
     say(
         f"{cfg.method} under {paradigm}: {counts['trainable_params']:,} of {counts['total_params']:,} parameters "
         f"train ({100 * counts['trainable_ratio']:.4f}%)"
     )
-    fingerprint = base_fingerprint(tuned.model, exclude=tuned.trainable)
+    # NF4 weights are fingerprinted as the checkpoint holds them, naming the full-precision base the adapter fits.
+    fingerprint = base_fingerprint(
+        tuned.model, exclude=tuned.trainable, full_precision=full_precision_weights(built, tuned.model)
+    )
     if cfg.load_4bit:
-        # After the fingerprint, which names the full-precision base the adapter can be loaded into.
-        from medtune.core_models.quantize import quantize_frozen
-
-        report = quantize_frozen(tuned.model, tuned.trainable)
         say(
-            f"4-bit: {len(report.quantized)} frozen linear layers now NF4, {len(report.kept)} kept full precision"
+            f"4-bit: {len(built.quantized)} frozen linear layers now NF4 (quantised as they loaded), the rest "
+            f"in {str(built.dtype).removeprefix('torch.')}"
         )
     manifest = {
         "preset": cfg.preset,
@@ -388,10 +411,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
             split="test",
             progress=progress,
         )
+    memory = {**run_config["memory"], "measured_peak_bytes": peak_memory(accelerator.device)}
     if main:
         if before is not None:
             write_json_atomic(run_dir / "scores_before.json", before)
         plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
+        if resume is None:  # the whole run's measured peak, load included, beside the plan
+            write_json_atomic(run_dir / "config.json", {**run_config, "memory": memory})
     accelerator.wait_for_everyone()
     return RunResult(
         run_dir,
@@ -401,6 +427,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         before,
         after,
         time.perf_counter() - started,
+        memory,
     )
 
 
@@ -419,21 +446,6 @@ def unsharded_copy(cfg: TrainConfig, adapter: Path, device: torch.device) -> Bui
     built = rebuild_from_manifest(adapter, cfg.model_path, vision_tower=cfg.vision_tower)
     built.model.to(device)
     return built
-
-
-def load_base(cfg: TrainConfig) -> Built:
-    """Return the full-precision base model; a bad path, or --4bit without bitsandbytes, is a usage error."""
-    try:
-        if cfg.load_4bit:
-            from medtune.core_models.quantize import QuantizationUnavailable, require_bitsandbytes
-
-            try:
-                require_bitsandbytes()
-            except QuantizationUnavailable as err:
-                raise UsageError(str(err)) from None
-        return load(cfg.preset, cfg.model_path, vision_tower=cfg.vision_tower)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
 
 
 def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:

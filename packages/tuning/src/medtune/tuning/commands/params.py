@@ -107,7 +107,10 @@ def table(result: dict) -> str:
             )
         )
         fits = ", ".join(m["fits"]) or "none of 8/12/16/24 GB"
-        lines.append(f"  peak about {m['total'] / GIB:.2f} GiB; fits: {fits}")
+        lines.append(
+            f"  peak about {m['peak'] / GIB:.2f} GiB (loading {m['load_peak'] / GIB:.2f} GiB, training step "
+            f"{m['total'] / GIB:.2f} GiB); fits: {fits}"
+        )
     return "\n".join(lines)
 
 

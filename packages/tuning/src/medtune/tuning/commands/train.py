@@ -222,6 +222,12 @@ def run(args: argparse.Namespace) -> int:
     if result.after is not None:
         print(f"scores after         : {format_scores(result.after, args.scorer)}")
     print(f"time                 : {result.seconds:.0f} s")
+    if result.memory is not None:
+        m = result.memory
+        print(
+            f"memory peak          : {m['measured_peak_bytes'] / 2**30:.2f} GiB measured ({m['measured_by']}), "
+            f"{m['planned_peak_bytes'] / 2**30:.2f} GiB planned"
+        )
     print(f"run directory        : {result.run_dir}")
     return 0
 
