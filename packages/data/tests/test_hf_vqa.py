@@ -233,3 +233,13 @@ def test_columns_for_a_layout_with_fixed_fields_is_refused(tmp_path, builders):
     root = builders.build_slake(tmp_path / "Slake1.0")
     with pytest.raises(DataError, match=r"Slake1.0: is a slake dataset, whose fields have fixed names"):
         read_vqa(root, "train", columns="question=q")
+
+
+def test_a_list_valued_answer_column_is_a_record_error(tmp_path):
+    rows = {**_rows(1), "answers": [["yes", "yes", "no"]]}
+    features = datasets.Features({**FEATURES, "answers": datasets.Sequence(datasets.Value("string"))})
+    table = datasets.Dataset.from_dict(rows, features=features)
+    with pytest.raises(
+        DataError, match=r"record 0, id 'train-0', field 'answer': the 'answers' cell is a list"
+    ):
+        read_vqa(table, "train", columns="answer=answers")

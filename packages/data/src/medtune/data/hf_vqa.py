@@ -207,6 +207,17 @@ def vqa_columns(
             image, field = str(path), "image" if problem else ""
         else:
             field, problem = "image", "the record has no image (neither bytes nor a path)."
+        for text_field in ("question", "answer"):
+            cell = batch[columns[text_field]][k]
+            if not problem and isinstance(cell, list | dict | bytes):
+                kind = {list: "list", dict: "struct", bytes: "bytes"}[type(cell)]
+                field, problem = (
+                    text_field,
+                    (
+                        f"the {columns[text_field]!r} cell is a {kind}, not text; map {text_field} to a column "
+                        "of strings (--columns), or flatten the table first."
+                    ),
+                )
         qid_column = columns.get("qid")
         answer_type = columns.get("answer_type")
         out["qid"].append(str(batch[qid_column][k]) if qid_column else f"{split}-{index}")
