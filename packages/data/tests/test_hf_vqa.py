@@ -243,3 +243,11 @@ def test_a_list_valued_answer_column_is_a_record_error(tmp_path):
         DataError, match=r"record 0, id 'train-0', field 'answer': the 'answers' cell is a list"
     ):
         read_vqa(table, "train", columns="answer=answers")
+
+
+def test_an_empty_dataset_split_is_a_sentence(tmp_path):
+    table = datasets.Dataset.from_dict(_rows(0), features=FEATURES)
+    with pytest.raises(
+        DataError, match=r"<datasets.Dataset>: the train split is empty: the file holds no records"
+    ):
+        read_vqa(table, "train")

@@ -140,6 +140,8 @@ def read_vqa(
     if isinstance(source, datasets.Dataset | datasets.DatasetDict):
         path, records = read_hf_split(source, split, log, columns=columns, image_folder=folder, lang=lang)
         log.summarise(path)
+        if not records:
+            raise log.empty_split(path, split)
         return records
     source = Path(source).expanduser()
     layout = layout or detect_layout(source)
