@@ -66,5 +66,5 @@ def test_a_report_dataset_refuses_the_vqa_task(tmp_path, capsys):
         str(tmp_path / "r"),
     ]
     assert main(argv) == 2
-    assert "as a VQA dataset" in capsys.readouterr().err
+    assert "as a VQA dataset (--task vqa)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

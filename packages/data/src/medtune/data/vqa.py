@@ -58,7 +58,8 @@ def _folder_hints(folder: Path) -> str:
             if problem:
                 hints.append(f"{name!r} {problem.rstrip('.')}")
         elif name not in expected:
-            match = difflib.get_close_matches(name, expected, n=1, cutoff=0.8)
+            # 0.85: 'Publc.json' or 'VQA_RAD image folder' is a slip; R2Gen's 'images' is not Slake's 'imgs'.
+            match = difflib.get_close_matches(name, expected, n=1, cutoff=0.85)
             if match:
                 hints.append(f"{name!r} looks like a misspelt {match[0]!r}")
     found = ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")

@@ -42,7 +42,10 @@ def detect_task(dataset: Path, task: Task | None = None) -> Task:
             tried.append(str(err).rstrip("."))
     if file_error is not None:
         raise UsageError(str(file_error).rstrip(".")) from None
-    raise UsageError(f"cannot read {dataset}: {'; and '.join(tried)}") from None
+    what = {"vqa": "a VQA dataset (--task vqa)", "report": "a report dataset (--task report)"}.get(
+        task or "", "a VQA or a report dataset"
+    )
+    raise UsageError(f"cannot read {dataset} as {what}: {'; and '.join(tried)}") from None
 
 
 def read_records(
