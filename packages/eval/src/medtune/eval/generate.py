@@ -8,9 +8,9 @@ from typing import Any, Literal
 import torch
 
 # Keys a batch may carry that generate() understands; others (labels, qids, answers, ...) stay behind.
+_MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
 # The vlm family's processors add their own: Qwen-VL's image grid, Idefics3's tile mask, Gemma 3's token types.
-_MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "image_grid_thw",
-                 "pixel_attention_mask", "token_type_ids", "mm_token_type_ids")  # fmt: skip
+_VLM_INPUTS = (*_MODEL_INPUTS, "image_grid_thw", "pixel_attention_mask", "token_type_ids", "mm_token_type_ids")
 
 # The paper's inference settings for LLaVA-Med (sampling, one beam, temperature 0.2).
 PAPER_GENERATION = {"temperature": 0.2, "num_beams": 1}
@@ -108,7 +108,8 @@ def generate_answers(
                 _check_batch(batch, index)
                 if decoder_only:
                     _check_left_padded(batch, index)
-                inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
+                keys = _VLM_INPUTS if family == "vlm" else _MODEL_INPUTS
+                inputs = {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
                 if inputs["pixel_values"].is_floating_point():
                     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
                 output = model.generate(**inputs, **kwargs)
