@@ -45,6 +45,7 @@ def _write_hub_folder(root, n_train: int = 4, n_test: int = 3):
     return root
 
 
+@pytest.mark.slow
 def test_train_on_a_hub_parquet_folder_end_to_end(tmp_path, demo_cache, capsys):
     root = _write_hub_folder(tmp_path / "vqa-rad")
     out = tmp_path / "runs"
