@@ -203,6 +203,7 @@ def compat(session: nox.Session) -> None:
         session,
         FULL,
         [*TEST_TOOLS, *shlex.split(os.environ.get("MEDTUNE_TRANSFORMERS", MINIMUMS))],
+        seed=True,  # torch and the rest are linked from the shared env; pip installs only the minimums
     )
     session.run("pytest", *(session.posargs or ["-q"]), env=TEST_ENV)
 

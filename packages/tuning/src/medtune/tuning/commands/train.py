@@ -163,10 +163,9 @@ def validate(args: argparse.Namespace) -> tuple[str, Paradigm]:
 def command_settings(args: argparse.Namespace) -> dict:
     """Return the settings the command line gives: the config file, then flags, then --set (later wins)."""
     settings = read_config(args.config) if args.config is not None else {}
-    # The file may name the preset and paradigm; the flags win.
-    args.preset = args.preset or settings.pop("preset", None)
-    args.paradigm = args.paradigm or settings.pop("paradigm", None)
-    settings.pop("preset", None), settings.pop("paradigm", None)
+    file_preset, file_paradigm = settings.pop("preset", None), settings.pop("paradigm", None)
+    args.preset = args.preset or file_preset  # the flags win over the file
+    args.paradigm = args.paradigm or file_paradigm
     for cls in SETTINGS:
         settings.update(knobs.given(args, cls))
     for text in args.assignments:
