@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from safetensors.torch import load_file
 
 from medtune.core_models import load
 from medtune.data import demo_dataset, read_vqa
+from medtune.tuning.adapter import read_adapter_state
 from medtune.tuning.cli import main
 
 LLM = "model.language_model"
@@ -71,7 +71,7 @@ def test_metrics_log_every_logged_step(run_dir):
 
 
 def test_adapter_holds_exactly_the_tuned_norms(run_dir):
-    state = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
+    state = read_adapter_state(run_dir / "adapter")
     expected = {f"{LLM}.norm.weight"} | {
         f"{LLM}.layers.{i}.{n}.weight"
         for i in range(4)
@@ -121,7 +121,7 @@ def test_miss_demo_trains_and_scores_with_its_bundled_base(tmp_path):
         "T,PEFT,T",
         ["vit", "jtm", "dec"],
     )
-    state = load_file(str(run / "adapter" / "adapter.safetensors"))
+    state = read_adapter_state(run / "adapter")
     # T,PEFT,T: the whole ViT and decoder train, and only the norms of the joint encoder.
     jtm = {n for n in state if n.startswith("text_encoder.")}
     assert jtm and all("LayerNorm" in n or "layer_norm" in n or "layernorm" in n for n in jtm)

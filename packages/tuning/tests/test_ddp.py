@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from medtune.tuning.adapter import read_adapter_state
 from medtune.tuning.cli import main
 from medtune.tuning.commands.train import accelerate_distributed_type
 from medtune.tuning.errors import UsageError
@@ -33,7 +33,7 @@ RUN = [
 def curve_and_tensors(root):
     (run,) = root.iterdir()
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return losses, load_file(str(run / "adapter" / "adapter.safetensors"))
+    return losses, read_adapter_state(run / "adapter")
 
 
 @pytest.mark.slow

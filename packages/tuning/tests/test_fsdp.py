@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from medtune.core_models import load
-from medtune.tuning.adapter import tuned_state
+from medtune.tuning.adapter import read_adapter_state, tuned_state
 from medtune.tuning.apply import apply_paradigm
 from medtune.tuning.cli import main
 from medtune.tuning.paradigm import Paradigm
@@ -23,7 +22,7 @@ RUN = ["train", "llava", "ln", "--max-steps", "3", "--log-every", "1", "--no-eva
 def curve_and_tensors(root):
     (run,) = root.iterdir()
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return run, losses, load_file(str(run / "adapter" / "adapter.safetensors"))
+    return run, losses, read_adapter_state(run / "adapter")
 
 
 def test_two_process_fsdp_matches_one_process_and_saves_full_tensors(tmp_path, demo_cache):

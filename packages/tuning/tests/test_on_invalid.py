@@ -49,7 +49,7 @@ def test_train_report_mode_trains_and_lists_every_rejected_record(broken, tmp_pa
     assert [r["index"] for r in rows] == using and len(using) >= 1
     assert all(r["field"] == "image" and r["file"] == str(root / "train.json") for r in rows)
     assert f"rejected {len(using)} invalid record(s)" in capsys.readouterr().out
-    assert (run / "adapter" / "adapter.safetensors").is_file()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_eval_raise_and_report_modes(broken, tmp_path, capsys):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from medtune.tuning.adapter import read_adapter_state
 from medtune.tuning.cli import main
 
 RUN = ["train", "llava", "ln", "--max-steps", "6", "--save-every", "2", "--batch-size", "2"]
@@ -33,7 +33,7 @@ def checkpoint_step(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path, demo_cache):
     assert main([*RUN, *FAST, "--output-dir", str(tmp_path / "straight")]) == 0
-    straight = load_file(str(only_run(tmp_path / "straight") / "adapter" / "adapter.safetensors"))
+    straight = read_adapter_state(only_run(tmp_path / "straight") / "adapter")
 
     killed_root = tmp_path / "killed"
     env = {**os.environ, "MEDTUNE_CACHE": str(demo_cache)}
@@ -59,7 +59,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path, demo_cach
     assert 2 <= killed_at < 6 and not (run_dir / "adapter").exists()
 
     assert main([*RUN, *FAST, "--output-dir", str(killed_root), "--resume", str(run_dir)]) == 0
-    resumed = load_file(str(run_dir / "adapter" / "adapter.safetensors"))
+    resumed = read_adapter_state(run_dir / "adapter")
     assert resumed.keys() == straight.keys() and len(straight) > 0
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)

@@ -192,11 +192,12 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def read_adapter_state(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
+def read_adapter_state(path: str | Path, manifest: dict | None = None) -> dict[str, torch.Tensor]:
     """Return the adapter's tensors under the model's own parameter names, from either layout."""
     from medtune.tuning.methods import get_method
 
     path = Path(path)
+    manifest = read_manifest(path) if manifest is None else manifest
     peft = (path / PEFT_WEIGHTS).is_file()
     file = path / (PEFT_WEIGHTS if peft else WEIGHTS)
     if not file.is_file():

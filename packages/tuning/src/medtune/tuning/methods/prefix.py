@@ -190,11 +190,16 @@ def peft_config(
     model: nn.Module, family: str, tuned: frozenset[str], config: PrefixConfig, modules_to_save: list[str]
 ) -> PrefixTuningConfig:
     """Return PEFT's prefix-tuning config for a llava adapter; a MISS adapter has no PEFT equivalent."""
-    if family != "llava":
+    if family == "miss":
         raise NotRepresentable(
             "PEFT's prefix tuning passes the prefix to the model's top-level forward as past_key_values, and "
             "BlipForQuestionAnswering takes none: it calls its two text stacks (one a bidirectional encoder) "
             "itself, so the prefixes medtune gives each stack cannot be expressed in PEFT's prefix layout"
+        )
+    if family != "llava":
+        raise NotRepresentable(
+            f"PEFT's prefix-tuning wrapper is checked against medtune's prefix for llava only, not yet for the "
+            f"{family} family's architectures"
         )
     stack = model.get_submodule(STACKS[family]["llm"][0])
     # PEFT saves the MLP's output, the keys/values themselves; loaded for inference they need no MLP.
