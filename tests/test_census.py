@@ -257,3 +257,20 @@ def test_hand_damaged_checkpoint_before_resume(slake, tmp_path, capsys, damage):
     capsys.readouterr()
     assert train(slake, tmp_path, "--save-every", "1", "--resume", str(run)) == 2
     refused(capsys, "cannot be read", str(file if damage == "config.json" else run / "checkpoint"))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--epochs", "nan", "must be a positive, finite number, got nan"),
+        ("--epochs", "inf", "must be a positive, finite number, got inf"),
+        ("--seed", "-1", "--seed must be in [0, 2**32), got -1"),
+        ("--batch-size", "0", "must be at least 1, got 0"),
+        ("--max-new-tokens", "-5", "--max-new-tokens must be at least 1, got -5"),
+    ],
+)
+def test_numeric_flags_are_checked_before_anything_runs(slake, tmp_path, capsys, flag, value, words):
+    argv = ["train", "llava", "ln", "--dataset", str(slake), "--quiet", flag, value]
+    assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 2
+    refused(capsys, words)
+    assert not (tmp_path / "runs").exists()

@@ -28,6 +28,9 @@ POSITIVE = (lambda v: v > 0, "positive")
 AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
 UNIT_OPEN = (lambda v: 0 < v < 1, "in (0, 1)")
 UNIT_RIGHT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
+# inf epochs would be an endless run; numpy and torch seeds are unsigned 32-bit.
+FINITE_POSITIVE = (lambda v: 0 < v < float("inf"), "a positive, finite number")
+SEED = (lambda v: 0 <= v < 2**32, "in [0, 2**32)")
 
 # The paper's settings (section 4.4). LLaVA-Med: AdamW, lr 2e-5, warm-up 0.03, cosine, TF32, bf16.
 # MISS: lr 2e-5, weight decay 0.05, batch 16, 120 epochs.
@@ -143,7 +146,7 @@ class TrainConfig:
         "passes over the training data",
         flag="num-train-epochs",
         aliases=["epochs"],
-        check=POSITIVE,
+        check=FINITE_POSITIVE,
         resume="trajectory",
     )
     max_steps: int | None = knob(
@@ -169,7 +172,7 @@ class TrainConfig:
         resume="trajectory",
     )
     max_grad_norm: float = knob(1.0, "clip the gradient norm to this", check=POSITIVE, resume="trajectory")
-    seed: int = knob(0, "seed of the data order, dropout and new weights", resume="trajectory")
+    seed: int = knob(0, "seed of the data order, dropout and new weights", check=SEED, resume="trajectory")
     bf16: bool = knob(False, "bf16 mixed precision on a GPU")
     tf32: bool = knob(False, "TF32 matrix products on a GPU")
     log_every: int = knob(
@@ -209,6 +212,12 @@ class TrainConfig:
         False,
         "batch training samples of like token count together, so little compute goes to padding",
         resume="trajectory",
+    )
+    dataloader_num_workers: int = knob(
+        0,
+        "processes that build training batches (image decoding, the image processor) beside the loop; 0: in it",
+        aliases=["num-workers"],
+        check=(lambda v: v >= 0, "at least 0"),
     )
     load_4bit: bool = knob(
         False, "4-bit NF4 frozen weights (needs the 4bit extra)", flag="4bit", aliases=["load-in-4bit"]
