@@ -20,6 +20,7 @@ from transformers import get_scheduler
 from medtune.core_models import Built
 from medtune.core_models.build import full_precision_weights
 from medtune.data import Rejection, demo_dataset, write_rejections
+from medtune.data.workers import CarryErrors, raise_carried
 from medtune.eval import plot_loss
 from medtune.tuning.adapter import base_fingerprint, save_adapter, tuned_state
 from medtune.tuning.apply import Tuned, apply_paradigm
@@ -249,7 +250,16 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         if cfg.group_by_length
         else EpochShuffle(len(train_records), cfg.seed)
     )
-    loader = DataLoader(train_records, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collator)
+    workers = cfg.dataloader_num_workers
+    loader = DataLoader(
+        train_records,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        # In workers, a bad sample's error comes back as data and is raised below, sentence intact.
+        collate_fn=CarryErrors(collator) if workers else collator,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     optimizer = torch.optim.AdamW(param_groups(tuned, cfg.weight_decay), lr=cfg.lr)
     # Only the model and the data are prepared: the step count is ours, so the schedule is the same for
     # one process with batch 2B and two processes with batch B. A sharded model is already distributed.
@@ -298,6 +308,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         sampler.start(position.epoch, position.batch_in_epoch * cfg.batch_size * accelerator.num_processes)
         step_loss, first, samples = 0.0, position.batch_in_epoch, len(sampler)
         for micro, batch in enumerate(loader, start=position.batch_in_epoch):
+            batch = raise_carried(batch)
             batch.pop("qids", None)
             # Several processes: the last round's top-up repeats get no labels, and each process's mean loss
             # counts by its label tokens, so the step equals one process's at the whole round's batch.
