@@ -147,3 +147,10 @@ def test_params_spells_its_settings_as_train_does():
         ["llava", "lora", "--batch", "2", "--4bit", "--lora-targets", "q_proj"]
     )
     assert (args.batch_size, args.load_4bit, args.lora_targets) == (2, True, ("q_proj",))
+
+
+def test_python_callers_may_spell_settings_as_the_flags_do():
+    cfg = resolve_config("llava", "lora", "tiny-llava", "F,F,PEFT,F", {"learning_rate": 1e-4, "lora_rank": 2})
+    assert (cfg.lr, cfg.method_options.lora_rank) == (1e-4, 2)
+    with pytest.raises(ValueError, match="unknown setting"):
+        resolve_config("llava", "ln", "tiny-llava", "F,F,PEFT,F", {"learning_rat": 1e-4})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medtune.tuning.errors import UsageError
-from medtune.tuning.knobs import check_values, keys_of, knob, knobs, read_settings
+from medtune.tuning.knobs import check_values, key_table, keys_of, knob, knobs, read_settings
 from medtune.tuning.methods import MethodOptions
 
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -295,7 +295,9 @@ def resolve_config(
     for key, given in (("preset", preset), ("paradigm", paradigm)):
         if key in settings and settings.pop(key) != given:
             raise UsageError(f"config file {config_file} sets {key}, and the command line another {key}")
-    overrides = {**settings, **{k: v for k, v in overrides.items() if v is not None}}
+    names = key_table(SETTINGS)  # a Python caller may spell a setting as a flag does (learning_rate)
+    given = {(names[k].name if k in names else k): v for k, v in overrides.items() if v is not None}
+    overrides = {**settings, **given}
     recipe = recipe_of(preset, overrides.get("model_path"))
     values = {**recipe_defaults(family, method, recipe), **overrides}
     option_names = {f.name for f in dataclasses.fields(MethodOptions)}
