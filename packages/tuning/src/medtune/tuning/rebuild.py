@@ -98,6 +98,7 @@ def preset_for_folder(model_path: str | Path, preset: str | None = None) -> str:
     """Return ``preset``, or the bundled preset whose weights ``model_path`` is; otherwise say to pass --preset."""
     from medtune.core_models import PRESETS
     from medtune.core_models.presets import register_builtin_presets
+    from medtune.core_models.vlm import model_classes, preset_for_checkpoint
 
     if preset:
         return preset
@@ -106,6 +107,10 @@ def preset_for_folder(model_path: str | Path, preset: str | None = None) -> str:
     for known in PRESETS.values():
         if known.default_weights is not None and Path(known.default_weights).resolve() == folder:
             return known.name
+    config = folder / "config.json"
+    architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+    if set(architectures) & set(model_classes()):  # a vlm checkpoint names its own preset
+        return preset_for_checkpoint(folder).name
     raise UsageError(
         f"which preset is {model_path}? pass --preset (one of: {', '.join(sorted(PRESETS))}); it fixes the "
         "architecture and the prompt template the answers are asked in"
