@@ -274,3 +274,20 @@ def test_numeric_flags_are_checked_before_anything_runs(slake, tmp_path, capsys,
     assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 2
     refused(capsys, words)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+        ("--temperature", "-1", "--temperature must be 0 (greedy) or a positive, finite number, got -1.0"),
+        ("--temperature", "nan", "--temperature must be 0 (greedy) or a positive, finite number, got nan"),
+        ("--max-new-tokens", "-5", "--max-new-tokens must be at least 1, got -5"),
+    ],
+)
+def test_generation_flags_are_checked_before_loading(slake, tmp_path, capsys, command, flag, value, words):
+    where = ["--dataset", str(slake)] if command == "eval" else ["--image", "x.png", "--question", "q"]
+    assert main([command, str(tmp_path / "no-run"), *where, "--quiet", flag, value]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and f"medtune {command}: error: {words}" in captured.err

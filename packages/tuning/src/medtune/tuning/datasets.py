@@ -145,3 +145,13 @@ def format_scores(scores: dict, scorer: str = "medtune") -> str:
     if "global" in scores:
         return vqa_summary(scores, scorer)
     return f"METEOR {100 * scores['meteor']:.2f}% | ROUGE-L F1 {100 * scores['rougeL_f1']:.2f}%"
+
+
+def check_generation_flags(batch_size: int, temperature: float, max_new_tokens: int | None) -> None:
+    """Raise a UsageError naming the flag when --batch-size, --temperature or --max-new-tokens is out of range."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0 <= temperature < float("inf"):  # NaN fails this too
+        raise UsageError(f"--temperature must be 0 (greedy) or a positive, finite number, got {temperature}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")

@@ -69,10 +69,11 @@ def adapter_dir(path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from medtune.eval import eval_dir_name
     from medtune.tuning.adapter import load_adapter, read_manifest
-    from medtune.tuning.datasets import MAX_NEW_TOKENS, format_scores, read_records
+    from medtune.tuning.datasets import MAX_NEW_TOKENS, check_generation_flags, format_scores, read_records
     from medtune.tuning.evaluate import evaluate
     from medtune.tuning.rebuild import base_for_manifest, load_base_alone, rebuild_key
 
+    check_generation_flags(args.batch_size, args.temperature, args.max_new_tokens)
     adapters = [adapter_dir(p) for p in [*args.runs, *args.adapter]]
     if not adapters and not args.model_path:
         raise UsageError(

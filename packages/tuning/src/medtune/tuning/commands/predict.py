@@ -93,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from medtune.data import VQARecord
     from medtune.data.images import load_image
     from medtune.tuning.adapter import find_adapter
+    from medtune.tuning.datasets import check_generation_flags
     from medtune.tuning.evaluate import predict
     from medtune.tuning.rebuild import load_base_alone, rebuild_from_manifest
 
+    check_generation_flags(args.batch_size, args.temperature, args.max_new_tokens)
     if args.source is None and not args.model_path:
         raise UsageError("name a run directory or adapter to answer with, or --model-path DIR (zero-shot)")
     asked = questions(args)
