@@ -291,3 +291,25 @@ def test_generation_flags_are_checked_before_loading(slake, tmp_path, capsys, co
     assert main([command, str(tmp_path / "no-run"), *where, "--quiet", flag, value]) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and f"medtune {command}: error: {words}" in captured.err
+
+
+def test_full_disk_before_predictions_is_a_sentence_and_leaves_no_tmp(slake, tmp_path, capsys, monkeypatch):
+    import shutil as shutil_module
+
+    assert train(slake, tmp_path) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    real = shutil_module.disk_usage
+
+    def nearly_full(path):  # what the disk reports when 512 bytes are left
+        return real(path)._replace(free=512)
+
+    monkeypatch.setattr("medtune.tuning.run_dir.shutil.disk_usage", nearly_full)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--dataset", str(slake), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "Traceback" not in err
+        and "not enough disk space for the predictions" in err
+        and "512 bytes are free" in err
+    )
+    assert not list(run.rglob("*.tmp"))

@@ -11,6 +11,7 @@ from medtune.core_models import Built
 from medtune.data import REPORT_INFERENCE_INSTRUCTION, ReportRecord, VQARecord
 from medtune.eval import generate_answers, score_predictions, write_eval_outputs
 from medtune.tuning.batches import make_collator
+from medtune.tuning.run_dir import check_free_space
 
 
 def predict(
@@ -58,6 +59,8 @@ def evaluate(
     **generation,
 ) -> dict:
     """Return the scores of ``built`` on ``records``; with ``out_dir``, also write predictions and scores there."""
+    if out_dir is not None:  # before generating, so a full disk does not waste the whole generation
+        check_free_space(_existing(Path(out_dir)), predictions_bytes(records, generation), "predictions")
     predictions = predict(built, records, **generation)
     is_report = [isinstance(r, ReportRecord) for r in records]
     fields = {
@@ -90,6 +93,21 @@ def evaluate(
         bertscore_model=bertscore_model,
         **fields,
     )
+
+
+def predictions_bytes(records: list, generation: dict) -> int:
+    """Return a generous estimate of predictions.jsonl + scores.json for ``records`` (bytes)."""
+    per_row = 300 + 16 * int(generation.get("max_new_tokens") or 128)  # JSON keys, escapes, UTF-8
+    texts = sum(
+        len(getattr(r, "question", "")) + len(getattr(r, "answer", getattr(r, "report", ""))) for r in records
+    )
+    return 2 * texts + per_row * len(records)
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def validation_loss(built: Built, records: list, *, batch_size: int = 32) -> float:
