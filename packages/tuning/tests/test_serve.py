@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ def runs(tmp_path_factory, demo_cache) -> dict[str, Path]:
 def asked(tmp_path_factory, demo_cache) -> Path:
     """A --input file of three demo test questions (image paths relative to the file, as a user writes them)."""
     records = read_vqa(demo_dataset("downstream"), "test")[:3]
-    file = demo_dataset("downstream") / "asked.jsonl"
-    file.write_text("".join(json.dumps({"image": str(r.image.relative_to(file.parent)), "question": r.question})
+    file = tmp_path_factory.mktemp("asked") / "asked.jsonl"
+    file.write_text("".join(json.dumps({"image": os.path.relpath(r.image, file.parent), "question": r.question})
                             + "\n" for r in records))  # fmt: skip
     return file
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from medtune.core_models import Built
+from medtune.core_models import Built, get_preset
 from medtune.data import get_template
 from medtune.data.templates import PromptTemplate
 from medtune.tuning.adapter import read_manifest
@@ -44,8 +44,10 @@ def merged_model(adapter: Path, model_path: str | None = None) -> Built:
     manifest = read_manifest(adapter)
     method = get_method(manifest["method"])
     source = base_source(manifest, model_path)
-    built = rebuild_from_manifest(adapter, model_path)
-    dtype = checkpoint_dtype(source or built.preset.default_weights, next(built.model.parameters()).dtype)
+    preset = get_preset(manifest["preset"])
+    # Loaded in the checkpoint's own precision, so a 7B base is never held in fp32 just to be saved in fp16.
+    dtype = checkpoint_dtype(source or preset.default_weights, torch.float32)
+    built = rebuild_from_manifest(adapter, model_path, dtype=dtype)
     with torch.no_grad():
         if method.merge is not None:
             method.merge(built.model)
