@@ -77,6 +77,17 @@ def _mapped_file(path, split: str = "train", n: int = 3):
     return path
 
 
+def _small_slake(root):
+    """Copy the first two test questions of the demo's Slake folder, with their images, to root."""
+    demo = demo_dataset("downstream")
+    rows = [r for r in json.loads((demo / "test.json").read_text()) if r["q_lang"] == "en"][:2]
+    for row in rows:
+        (root / "imgs" / row["img_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / "imgs" / row["img_name"]).write_bytes((demo / "imgs" / row["img_name"]).read_bytes())
+    (root / "test.json").write_text(json.dumps(rows))
+    return root
+
+
 def test_one_file_without_a_test_split_needs_eval_dataset(tmp_path, demo_cache, capsys):
     data = _mapped_file(tmp_path / "mine.parquet")
     out = tmp_path / "runs"
@@ -100,6 +111,13 @@ def test_one_file_without_a_test_split_needs_eval_dataset(tmp_path, demo_cache, 
     (run,) = out.iterdir()
     assert "(vqa: 3 train / 2 test questions)" in capsys.readouterr().out
     assert len((run / "predictions.jsonl").read_text().splitlines()) == 2
+    # --columns describes --dataset: a Slake folder as --eval-dataset is read with its own field names
+    slake = _small_slake(tmp_path / "Slake1.0")
+    assert (
+        main([*argv, "--eval-dataset", str(slake), *FAST, "--output-dir", str(tmp_path / "slake-runs")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert f"--columns describe --dataset; --eval-dataset {slake} is read in its own layout" in printed
 
 
 def test_a_column_map_naming_a_missing_column_is_one_sentence(tmp_path, demo_cache, capsys):

@@ -91,6 +91,27 @@ def read_records(
     return task, records
 
 
+def eval_layout(source: Path, eval_source: Path, layout: dict) -> dict:
+    """Return the column map and image folder to read eval_source with: --dataset's, when it is the same layout.
+
+    --columns and --image-folder describe --dataset; a Slake folder or Hub table given as --eval-dataset
+    has its own field names and images, so it is read as published (the run says so).
+    """
+    if eval_source == source or not any(layout.values()):
+        return layout
+    # LLaVA-Med's own evaluation pairs its conversation JSON with a question JSONL over one image folder.
+    family = {"llava-med": "llava"}
+    try:
+        kinds = [detect_layout(p) for p in (eval_source, source)]
+        same = family.get(kinds[0], kinds[0]) == family.get(kinds[1], kinds[1])
+    except (ValueError, FileNotFoundError):  # not a VQA layout: the read itself will say why
+        same = False
+    if not same:
+        given = " and ".join(f"--{k.replace('_', '-')}" for k, v in layout.items() if v)
+        print(f"{given} describe --dataset; --eval-dataset {eval_source} is read in its own layout")
+    return layout if same else {}
+
+
 def check_held_out(dataset: Path, task: Task, split: str) -> None:
     """Raise a UsageError when dataset is one VQA file named for no split: its test (or validation) split
     would be its own training data.

@@ -37,6 +37,7 @@ from medtune.tuning.datasets import (
     MAX_NEW_TOKENS,
     check_held_out,
     data_fingerprint,
+    eval_layout,
     format_scores,
     read_records,
 )
@@ -116,7 +117,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     if cfg.eval_every:
         check_held_out(source, task, "validation")
     test_records = (
-        read_records(test_source, "test", task, cfg.on_invalid, rejected, **layout)[1] if scored else []
+        read_records(
+            test_source, "test", task, cfg.on_invalid, rejected, **eval_layout(source, test_source, layout)
+        )[1]
+        if scored
+        else []
     )
     val_records = (
         read_records(source, "validation", task, cfg.on_invalid, rejected, **layout)[1]
