@@ -1,5 +1,5 @@
-"""patch_norms on tiny random Gemma 3, Qwen2.5-VL and Idefics3 models: every norm class they use is fused, and the
-loss and every gradient match the unpatched model (reference: the same model with transformers' own norms)."""
+"""patch_norms on tiny random Gemma 3, Qwen2.5-VL, Idefics3 and InternVL models: every norm class they use is
+fused, and the loss and every gradient match the unpatched model (the reference: transformers' own norms)."""
 
 from __future__ import annotations
 
@@ -102,12 +102,27 @@ def _idefics3() -> tuple[nn.Module, dict]:
     return model, batch
 
 
-MODELS = {"gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl, "idefics3": _idefics3}
+def _internvl() -> tuple[nn.Module, dict]:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    config = InternVLConfig(
+        text_config={**TEXT, "model_type": "qwen2"},
+        vision_config={**VIT, "image_size": [16, 16], "patch_size": [4, 4]},
+        image_token_id=62,
+        image_seq_length=4,
+    )
+    model = InternVLForConditionalGeneration(config)
+    ids = torch.tensor([[5, 60, 62, 62, 62, 62, 61, 7, 8, 9]])  # (16 / 4)^2 patches shuffled by 0.5: 4 tokens
+    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 16, 16), "labels": ids}
+
+
+MODELS = {"gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl, "idefics3": _idefics3, "internvl": _internvl}
 # The norm classes each architecture uses, and what patch_norms must turn each into.
 NORM_CLASSES = {
     "gemma3": {"Gemma3RMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM + connector; SigLIP
     "qwen2_5_vl": {"Qwen2_5_VLRMSNorm": FusedRMSNorm},  # LLM, ViT blocks and the merger's ln_q
     "idefics3": {"LlamaRMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM; SigLIP
+    "internvl": {"Qwen2RMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM; InternViT and projector
 }
 
 

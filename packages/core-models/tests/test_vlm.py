@@ -18,6 +18,7 @@ TINY = {
     "tiny-qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
     "tiny-idefics3": "Idefics3ForConditionalGeneration",
     "tiny-llava-next": "LlavaNextForConditionalGeneration",
+    "tiny-internvl": "InternVLForConditionalGeneration",
 }
 TEXTS = ["Which organ is shown in this image?", "Is there a lesion?", "brain", "lung", "liver", "yes", "no"]
 

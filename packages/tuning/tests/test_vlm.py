@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -19,7 +21,7 @@ from medtune.tuning.datasets import read_records
 from medtune.tuning.errors import UsageError
 from medtune.tuning.paradigm import Paradigm
 
-ARCHS = ("tiny-gemma3", "tiny-qwen2.5-vl", "tiny-idefics3", "tiny-llava-next")
+ARCHS = ("tiny-gemma3", "tiny-qwen2.5-vl", "tiny-idefics3", "tiny-llava-next", "tiny-internvl")
 METHODS = ("ln", "attention", "ffn", "lora", "prefix", "full")
 # What each release's chat template writes after the generation prompt for the answer "brain".
 ANSWER_RENDERING = {
@@ -27,6 +29,7 @@ ANSWER_RENDERING = {
     "tiny-qwen2.5-vl": "brain<|im_end|>\n",
     "tiny-idefics3": " brain<end_of_utterance>\n",
     "tiny-llava-next": " brain</s>",
+    "tiny-internvl": "brain<|im_end|>\n",
 }
 
 
@@ -42,8 +45,14 @@ def checkpoints(records, tmp_path_factory):
     return {arch: write_tiny_vlm(arch, root / arch, texts) for arch in ARCHS}
 
 
+_LOADED: dict = {}
+
+
 def _built(checkpoints, arch):
-    return load(default_preset("vlm", checkpoints[arch]), checkpoints[arch])
+    """Return a Built of the tiny checkpoint with a fresh copy of its model (loaded from disk once per arch)."""
+    if arch not in _LOADED:
+        _LOADED[arch] = load(default_preset("vlm", checkpoints[arch]), checkpoints[arch])
+    return dataclasses.replace(_LOADED[arch], model=copy.deepcopy(_LOADED[arch].model))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -95,6 +104,9 @@ EXPECTED_LN = {
     "tiny-idefics3": {"model.text_model.norm.weight"}  # Idefics3's connector is one linear map: no norm
     | {f"model.text_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
     "tiny-llava-next": {"model.language_model.norm.weight"}  # an MLP connector: no norm
+    | {f"model.language_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
+    "tiny-internvl": {"model.language_model.norm.weight"}  # the projector's LayerNorm has a bias too
+    | {f"model.multi_modal_projector.layer_norm.{w}" for w in ("weight", "bias")}
     | {f"model.language_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
 }
 
@@ -156,8 +168,6 @@ def test_labels_supervise_exactly_the_answer_the_chat_template_writes(checkpoint
 
 
 def test_images_go_through_the_checkpoints_own_processor(checkpoints, records, tmp_path):
-    import dataclasses
-
     from PIL import Image
 
     Image.new("RGB", (16, 40), "gray").save(tmp_path / "tall.png")

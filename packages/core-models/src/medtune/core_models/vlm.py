@@ -145,6 +145,15 @@ RULES: dict[str, VlmRule] = {
             "smolvlm-256m",
         ),
         VlmRule(
+            "InternVLForConditionalGeneration",
+            "model.language_model",
+            lambda c: _vit(c.vision_config, _square_patches(c.vision_config) + 1),  # InternViT's class token
+            lambda c: (
+                c.image_seq_length + 2
+            ),  # one 448 px tile (a scan up to 633 px) between <img> and </img>
+            "tiny-internvl",
+        ),
+        VlmRule(
             "LlavaNextForConditionalGeneration",
             "model.language_model",
             _llava_next_vision,

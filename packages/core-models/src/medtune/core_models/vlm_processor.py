@@ -1,8 +1,8 @@
 """Load a vlm checkpoint's own processor (tokenizer, image processor, chat template) from its folder.
 
-transformers builds Qwen-VL processors with a video processor, and its video processors need torchvision; medtune
-feeds still images only, so without torchvision the processor is assembled from the folder's tokenizer, image
-processor and chat template by an image-only subclass of the checkpoint's own processor class.
+transformers builds Qwen-VL's and InternVL's processors with a video processor, and its video processors need
+torchvision; medtune feeds still images only, so without torchvision the processor is assembled from the folder's
+tokenizer, image processor and chat template by an image-only subclass of the checkpoint's own processor class.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import json
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, Qwen2_5_VLProcessor
+from transformers import AutoTokenizer, InternVLProcessor, Qwen2_5_VLProcessor
 
 from medtune.core_models.errors import CheckpointError
 
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL's processor without its video processor (which transformers cannot build without torchvision)."""
+class _ImageOnly:
+    """Mixin: the processor without its video processor (which transformers cannot build without torchvision)."""
+
+    # processor_config.json keys the processor's own __init__ takes besides its parts
+    init_keys: tuple[str, ...] = ()
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
@@ -31,7 +34,20 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
-IMAGE_ONLY = {"Qwen2_5_VLProcessor": ImageOnlyQwen2_5_VLProcessor}
+class ImageOnlyQwen2_5_VLProcessor(_ImageOnly, Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor for still images."""
+
+
+class ImageOnlyInternVLProcessor(_ImageOnly, InternVLProcessor):
+    """InternVL's processor for still images."""
+
+    init_keys = ("image_seq_length",)
+
+
+IMAGE_ONLY = {
+    "Qwen2_5_VLProcessor": ImageOnlyQwen2_5_VLProcessor,
+    "InternVLProcessor": ImageOnlyInternVLProcessor,
+}
 
 
 def processor_class_name(path: Path) -> str:
@@ -63,8 +79,17 @@ def load_processor(path: str | Path):
         if name in IMAGE_ONLY and importlib.util.find_spec("torchvision") is None:
             from medtune.core_models.build import load_image_processor
 
-            processor = IMAGE_ONLY[name](
-                load_image_processor(path), AutoTokenizer.from_pretrained(path), read_chat_template(path)
+            cls = IMAGE_ONLY[name]
+            config = (
+                json.loads((path / "processor_config.json").read_text())
+                if (path / "processor_config.json").is_file()
+                else {}
+            )
+            processor = cls(
+                load_image_processor(path),
+                AutoTokenizer.from_pretrained(path),
+                read_chat_template(path),
+                **{k: config[k] for k in cls.init_keys if k in config},
             )
         else:
             processor = transformers.AutoProcessor.from_pretrained(path)
@@ -98,5 +123,6 @@ def save_processor(processor, folder: str | Path) -> None:
     processor.tokenizer.save_pretrained(folder)
     processor.image_processor.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(processor.chat_template)
-    base = type(processor).__mro__[1].__name__
-    (folder / "processor_config.json").write_text(json.dumps({"processor_class": base}, indent=2) + "\n")
+    base = next(c.__name__ for c in type(processor).__mro__ if c.__name__ in IMAGE_ONLY)
+    config = {"processor_class": base, **{k: getattr(processor, k) for k in processor.init_keys}}
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")

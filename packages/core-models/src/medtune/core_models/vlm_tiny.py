@@ -20,6 +20,7 @@ from transformers import (
     Gemma3Processor,
     Idefics3Config,
     Idefics3Processor,
+    InternVLConfig,
     LlavaNextConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
@@ -27,7 +28,11 @@ from transformers import (
 )
 
 from medtune.core_models.presets import Preset, register_preset
-from medtune.core_models.vlm_processor import ImageOnlyQwen2_5_VLProcessor, save_processor
+from medtune.core_models.vlm_processor import (
+    ImageOnlyInternVLProcessor,
+    ImageOnlyQwen2_5_VLProcessor,
+    save_processor,
+)
 
 TINY_VOCAB = 400
 TINY_TEXT = {
@@ -88,6 +93,23 @@ QWEN_CHAT = (
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for item in message['content'] %}{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+INTERNVL_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<video>",
+]
+# InternVL 3's ChatML turns, the image as <IMG_CONTEXT> on its own line before the question
+INTERNVL_CHAT = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<IMG_CONTEXT>\n"
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -202,6 +224,25 @@ def tiny_llava_next_config() -> LlavaNextConfig:
     )
 
 
+def tiny_internvl_config() -> InternVLConfig:
+    """Return a tiny InternVL: InternViT 2x32 at 32 px tiles (16 patches shuffled to 4 tokens), Qwen2 2x64."""
+    ids = {t: i for i, t in enumerate(INTERNVL_SPECIALS)}
+    return InternVLConfig(
+        text_config={
+            **TINY_TEXT,
+            "model_type": "qwen2",
+            "pad_token_id": 0,
+            "eos_token_id": ids["<|im_end|>"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={**TINY_VIT, "image_size": [32, 32], "patch_size": [8, 8]},
+        image_token_id=ids["<IMG_CONTEXT>"],
+        image_seq_length=4,
+        downsample_ratio=0.5,
+        architectures=["InternVLForConditionalGeneration"],
+    )
+
+
 @dataclass(frozen=True)
 class TinyKit:
     """What a tiny checkpoint of one architecture is made of besides its config."""
@@ -244,6 +285,21 @@ KITS: dict[str, TinyKit] = {
         {"pad_token": "<|endoftext|>", "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>"},
         SMOLVLM_CHAT,
         "<end_of_utterance>",
+    ),
+    "tiny-internvl": TinyKit(
+        INTERNVL_SPECIALS,
+        {
+            "pad_token": "<|endoftext|>",
+            "eos_token": "<|im_end|>",
+            "extra_special_tokens": {
+                "start_image_token": "<img>",
+                "end_image_token": "</img>",
+                "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>",
+            },
+        },
+        INTERNVL_CHAT,
+        "<|im_end|>",
     ),
     "tiny-llava-next": TinyKit(
         LLAVA_NEXT_SPECIALS,
@@ -296,6 +352,20 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
         return Qwen2_5_VLProcessor(
             images, tokenizer, Qwen2VLVideoProcessor(), chat_template=kit.chat_template
         )
+    if preset == "tiny-internvl":
+        from transformers import GotOcr2ImageProcessorPil
+
+        # tiles: the image cut into up to 4 crops of 32 px (plus a thumbnail when cut), as InternVL crops at 448
+        images = GotOcr2ImageProcessorPil(
+            size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+        )
+        if importlib.util.find_spec("torchvision") is None:
+            return ImageOnlyInternVLProcessor(images, tokenizer, kit.chat_template, image_seq_length=4)
+        from transformers import InternVLProcessor, InternVLVideoProcessor
+
+        return InternVLProcessor(
+            images, tokenizer, InternVLVideoProcessor(), 4, chat_template=kit.chat_template
+        )
     if preset == "tiny-llava-next":
         from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
 
@@ -323,7 +393,7 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
 
 
 def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3, tiny-llava-next) to ``folder``."""
+    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3, tiny-llava-next, tiny-internvl) to ``folder``."""
     from medtune.core_models.model_class import build_model
 
     folder = Path(folder)
@@ -362,6 +432,13 @@ for _name, _make, _arch, _layer, _what in (
         "Idefics3ForConditionalGeneration",
         "LlamaDecoderLayer",
         "Idefics3 (SmolVLM's): SigLIP 2x32 tiles, LLaMA 2x64",
+    ),
+    (
+        "tiny-internvl",
+        tiny_internvl_config,
+        "InternVLForConditionalGeneration",
+        "Qwen2DecoderLayer",
+        "InternVL 3: InternViT 2x32 tiles, pixel shuffle, Qwen2 2x64",
     ),
     (
         "tiny-llava-next",
