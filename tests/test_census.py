@@ -313,3 +313,10 @@ def test_full_disk_before_predictions_is_a_sentence_and_leaves_no_tmp(slake, tmp
         and "512 bytes are free" in err
     )
     assert not list(run.rglob("*.tmp"))
+
+
+def test_plain_file_as_dataset_says_what_files_are_read(slake, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a dataset\n")
+    assert train(notes, tmp_path) == 2
+    refused(capsys, f"--dataset {notes} is not a dataset file medtune reads", "JSON, JSONL, parquet")

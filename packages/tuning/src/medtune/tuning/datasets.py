@@ -40,6 +40,11 @@ def detect_task(dataset: Path, task: Task | None = None) -> Task:
             file_error = file_error or err
         except ValueError as err:
             tried.append(str(err).rstrip("."))
+    if file_error is not None and dataset.suffix.lower() != ".json":  # e.g. an image or a notes file
+        raise UsageError(
+            f"--dataset {dataset} is not a dataset file medtune reads ({file_error.rejection.reason.rstrip('.')}); "
+            "pass the dataset's folder, or its JSON, JSONL, parquet, Arrow or MIMIC split CSV file"
+        ) from None
     if file_error is not None:
         raise UsageError(str(file_error).rstrip(".")) from None
     what = {"vqa": "a VQA dataset (--task vqa)", "report": "a report dataset (--task report)"}.get(
