@@ -288,3 +288,21 @@ def test_ln_tunes_fp32_norms_on_a_4bit_base(checkpoints, tmp_path, capsys):
 
     tensors = load_file(next((run / "adapter").glob("*.safetensors")))
     assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}
+
+
+@pytest.mark.parametrize("arch", ["tiny-gemma3", "tiny-qwen2.5-vl"])
+def test_ln_tuning_lowers_the_loss_on_a_fixed_batch(checkpoints, records, arch):
+    built = _built(checkpoints, arch)
+    tuned = apply_paradigm(built.model, "vlm", "ln", Paradigm.parse("F,F,PEFT,F", "vlm"))
+    built.model = tuned.model
+    batch = make_collator(built, train=True)(records[:4])
+    batch.pop("qids")
+    optimizer = torch.optim.AdamW([p for p in tuned.model.parameters() if p.requires_grad], lr=5e-2)
+    losses = []
+    for _ in range(8):
+        loss = tuned.model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05, losses  # only the LLM's norms moved, and they fit the answers
