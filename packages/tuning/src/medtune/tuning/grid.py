@@ -63,7 +63,7 @@ def cell_config(spec: GridSpec, cell: Cell, cell_dir: Path) -> TrainConfig:
     if spec.select == "val_loss" and spec.sweeps():
         overrides.setdefault("eval_every", FINAL_ONLY)
     overrides.update(
-        dataset=str(resolve_dataset(spec.train)),
+        dataset=str(resolve_dataset(e.train)),
         model_path=e.model_path,
         seed=cell.seed,
         output_dir=str(cell_dir),
@@ -117,7 +117,9 @@ def evaluate_cells(spec: GridSpec, runs: dict[Cell, Path], evalset: EvalSet, *, 
     folder = eval_dir_name(source.name, evalset.split)
     by_base: dict[str | None, list[Path]] = defaultdict(list)
     for cell, run in runs.items():
-        if not (run / folder / "scores.json").is_file():
+        own = evalset in cell.experiment.evals
+        validation = evalset.split == "validation" and evalset.dataset == cell.experiment.train
+        if (own or validation) and not (run / folder / "scores.json").is_file():
             by_base[cell.experiment.model_path].append(run)
     for model_path, pending in by_base.items():
         print(f"[grid] scoring {len(pending)} run(s) on {source.name}/{evalset.split} ({evalset.role})")
@@ -138,14 +140,14 @@ def last_val_loss(run: Path) -> float | None:
     return value
 
 
-def validation_value(spec: GridSpec, run: Path) -> float:
+def validation_value(spec: GridSpec, cell: Cell, run: Path) -> float:
     """Return the number a rate is chosen by: the final validation loss, or validation accuracy (METEOR for reports)."""
     if spec.select == "val_loss":
         value = last_val_loss(run)
         if value is None:
             raise UsageError(f"{run} logged no validation loss; the training set needs a validation split")
         return value
-    source = resolve_dataset(spec.train)
+    source = resolve_dataset(cell.experiment.train)
     scores = json.loads((run / eval_dir_name(source.name, "validation") / "scores.json").read_text())
     return float(scores["global"] if "global" in scores else scores["meteor"])
 
@@ -155,7 +157,7 @@ def select_rates(spec: GridSpec, runs: dict[Cell, Path]) -> dict[tuple[str, str,
     values: dict[tuple, dict[float | None, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cell, run in runs.items():
         if len(cell.experiment.lrs[cell.method]) > 1:
-            values[cell.key][cell.lr].append(validation_value(spec, run))
+            values[cell.key][cell.lr].append(validation_value(spec, cell, run))
     chosen = {}
     for key, per_lr in values.items():
         means = {lr: statistics.fmean(v) for lr, v in per_lr.items()}
@@ -184,9 +186,8 @@ def run_grid(spec: GridSpec, grid_dir: Path, *, progress: bool = True) -> GridRe
 
     if spec.sweeps():
         if spec.select == "val_accuracy":
-            evaluate_cells(
-                spec, runs, EvalSet(spec.train, "in-distribution", "validation"), progress=progress
-            )
+            for train in dict.fromkeys(e.train for e in spec.experiments):
+                evaluate_cells(spec, runs, EvalSet(train, "in-distribution", "validation"), progress=progress)
         selection = select_rates(spec, runs)
         write_json_atomic(
             grid_dir / "selection.json",
@@ -208,10 +209,10 @@ def grid_tables(
     tables = []
     for evalset in spec.evals:
         folder = eval_dir_name(resolve_dataset(evalset.dataset).name, evalset.split)
-        for preset in dict.fromkeys(e.preset for e in spec.experiments):
+        for preset in dict.fromkeys(e.preset for e in spec.experiments if evalset in e.evals):
             entries: dict[tuple, GridEntry] = {}
             for cell, run in runs.items():
-                if cell.experiment.preset != preset:
+                if cell.experiment.preset != preset or evalset not in cell.experiment.evals:
                     continue
                 rows = [r for r in load_runs([run])[0] if r.label.endswith("/" + folder)]
                 lr = configs[cell].lr

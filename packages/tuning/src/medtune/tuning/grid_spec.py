@@ -18,7 +18,17 @@ SPEC_DIR = Path(__file__).parent / "grid_specs"
 ROLES = ("in-distribution", "ood", "zero-shot")
 SELECT = ("val_loss", "val_accuracy")
 TOP_KEYS = {"name", "description", "train", "eval", "experiment", "lrs", "seeds", "select", "settings"}
-EXPERIMENT_KEYS = {"family", "preset", "model_path", "methods", "paradigms", "lrs", "settings"}
+EXPERIMENT_KEYS = {
+    "family",
+    "preset",
+    "model_path",
+    "methods",
+    "paradigms",
+    "lrs",
+    "settings",
+    "train",
+    "eval",
+}
 EVAL_KEYS = {"dataset", "role", "split", "task", "label"}
 
 
@@ -46,6 +56,8 @@ class Experiment:
     methods: tuple[str, ...]
     paradigms: tuple[str, ...]
     lrs: dict[str, tuple[float | None, ...]]  # None: the recipe's own rate for that method
+    train: str  # the spec's training set unless the experiment names its own (e.g. report generation)
+    evals: tuple[EvalSet, ...]  # the training set's test split first
     model_path: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -180,25 +192,6 @@ def spec_from_dict(data: dict, base: Path = Path("."), default_name: str = "grid
     if "train" not in data:
         raise UsageError('grid spec names no training dataset: add train = "PATH" (or "demo:downstream")')
     train = _dataset(data["train"], base, "train")
-    evals = [EvalSet(train, "in-distribution")]
-    for i, entry in enumerate(data.get("eval") or [], start=1):
-        if not isinstance(entry, dict):
-            raise UsageError(f"eval entry {i} must be a table with dataset and role")
-        _check_keys(entry, EVAL_KEYS, f"eval entry {i}")
-        role = entry.get("role", "ood")
-        if role not in ROLES:
-            raise UsageError(f"eval entry {i} role {role!r}: choose one of {', '.join(ROLES)}")
-        if entry.get("split", "test") not in ("validation", "test"):
-            raise UsageError(f"eval entry {i} split must be test or validation (the grid never scores train)")
-        evals.append(
-            EvalSet(
-                _dataset(entry.get("dataset"), base, f"eval entry {i} dataset"),
-                role,
-                entry.get("split", "test"),
-                entry.get("task"),
-                entry.get("label", ""),
-            )
-        )
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UsageError(f"seeds must be a list of integers, got {seeds!r}")
@@ -208,13 +201,15 @@ def spec_from_dict(data: dict, base: Path = Path("."), default_name: str = "grid
     settings = dict(data.get("settings") or {})
     experiments = []
     for i, entry in enumerate(data.get("experiment") or [], start=1):
-        experiments.append(_experiment(entry, data.get("lrs"), base, f"experiment {i}"))
+        experiments.append(
+            _experiment(entry, data.get("lrs"), train, data.get("eval"), base, f"experiment {i}")
+        )
     if not experiments:
         raise UsageError("grid spec has no [[experiment]] (family, methods, paradigms)")
     return GridSpec(
         name,
         train,
-        tuple(evals),
+        tuple(dict.fromkeys(s for e in experiments for s in e.evals)),
         tuple(experiments),
         tuple(seeds),
         select,
@@ -223,7 +218,28 @@ def spec_from_dict(data: dict, base: Path = Path("."), default_name: str = "grid
     )
 
 
-def _experiment(entry: Any, default_lrs: Any, base: Path, where: str) -> Experiment:
+def _evals(train: str, entries: Any, base: Path, where: str) -> tuple[EvalSet, ...]:
+    evals = [EvalSet(train, "in-distribution")]
+    for i, entry in enumerate(entries or [], start=1):
+        at = f"{where}eval entry {i}"
+        if not isinstance(entry, dict):
+            raise UsageError(f"{at} must be a table with dataset and role")
+        _check_keys(entry, EVAL_KEYS, at)
+        role = entry.get("role", "ood")
+        if role not in ROLES:
+            raise UsageError(f"{at} role {role!r}: choose one of {', '.join(ROLES)}")
+        if entry.get("split", "test") not in ("validation", "test"):
+            raise UsageError(f"{at} split must be test or validation (the grid never scores train)")
+        dataset = _dataset(entry.get("dataset"), base, f"{at} dataset")
+        evals.append(
+            EvalSet(dataset, role, entry.get("split", "test"), entry.get("task"), entry.get("label", ""))
+        )
+    return tuple(evals)
+
+
+def _experiment(
+    entry: Any, default_lrs: Any, train: str, default_evals: Any, base: Path, where: str
+) -> Experiment:
     if not isinstance(entry, dict):
         raise UsageError(f"{where} must be a table with family, methods and paradigms")
     _check_keys(entry, EXPERIMENT_KEYS, where)
@@ -242,12 +258,15 @@ def _experiment(entry: Any, default_lrs: Any, base: Path, where: str) -> Experim
         raise UsageError(f"{where} names unknown method(s) {', '.join(bad)}; known: {', '.join(METHODS)}")
     paradigms = tuple(str(Paradigm.parse(p, family)) for p in (entry.get("paradigms") or [None]))
     model_path = entry.get("model_path")
+    own_train = _dataset(entry["train"], base, f"{where} train") if "train" in entry else train
     return Experiment(
         family,
         preset.name,
         methods,
         paradigms,
         _lrs(entry.get("lrs", default_lrs), methods, where),
+        own_train,
+        _evals(own_train, entry.get("eval", default_evals), base, f"{where} "),
         None if model_path is None else _dataset(model_path, base, f"{where} model_path"),
         dict(entry.get("settings") or {}),
     )
@@ -282,15 +301,20 @@ def with_overrides(
         ]
     if lrs:
         experiments = [replace(e, lrs={m: tuple(lrs) for m in e.methods}) for e in experiments]
-    train = dataset or spec.train
-    out_evals = [EvalSet(train, "in-distribution")]
-    for e in spec.evals[1:]:
-        path = (evals or {}).get(e.role)
-        out_evals.append(replace(e, dataset=path, label="") if path else e)
+
+    def moved(e: Experiment) -> Experiment:
+        train = dataset if dataset and e.train == spec.train else e.train
+        out = [EvalSet(train, "in-distribution")]
+        for s in e.evals[1:]:
+            path = (evals or {}).get(s.role)
+            out.append(replace(s, dataset=path, label="") if path else s)
+        return replace(e, train=train, evals=tuple(out))
+
+    experiments = [moved(e) for e in experiments]
     return replace(
         spec,
-        train=train,
-        evals=tuple(out_evals),
+        train=dataset or spec.train,
+        evals=tuple(dict.fromkeys(s for e in experiments for s in e.evals)),
         experiments=tuple(experiments),
         seeds=tuple(seeds) if seeds else spec.seeds,
         settings={**spec.settings, **(settings or {})},

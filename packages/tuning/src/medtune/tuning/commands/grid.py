@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         f"medtune grid {spec.name} | {len(cells)} cell(s) | rates chosen by {spec.select if spec.sweeps() else '(one rate each)'}"
     )
     print(
-        f"  train on {spec.train}; score on "
+        f"  train on {', '.join(dict.fromkeys(e.train for e in spec.experiments))}; score on "
         + "; ".join(f"{e.dataset} {e.split} ({e.role})" for e in spec.evals)
     )
     if args.show:
