@@ -22,6 +22,7 @@ from datasets.fingerprint import Hasher
 from medtune.data.llava_json import infer_answer_type
 from medtune.data.record_checks import build_vqa_record, outside_reason
 from medtune.data.records import OnInvalid, RejectionLog, VQARecord
+from medtune.data.run_files import write_text_atomic
 from medtune.data.splits import SPLIT_NAMES, LayoutError, file_split, missing_split, require_file_split
 
 FIELDS = ("question", "answer", "image", "answer_type", "qid")
@@ -163,9 +164,7 @@ def _stored_image(data: bytes, name: str | None, store: Path) -> Path:
     path = store / digest[:2] / f"{digest}{suffix}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_text_atomic(path, data)
     return path
 
 

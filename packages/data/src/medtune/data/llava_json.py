@@ -15,6 +15,7 @@ from medtune.data.record_checks import (
     text_problem,
 )
 from medtune.data.records import OnInvalid, RejectionLog, VQARecord
+from medtune.data.run_files import write_text_atomic
 
 IMAGE_PLACEHOLDER = "<image>"
 _HUMAN = ("human", "user")
@@ -235,10 +236,7 @@ def write_llava_json(records: list[VQARecord], path: str | Path) -> Path:
                 "source": r.source,
             }
         )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(rows, ensure_ascii=False, indent=1))
 
 
 def is_question_file(path: Path) -> bool:

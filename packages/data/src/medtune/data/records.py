@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from medtune.data.run_files import REJECTED, write_jsonl_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +152,4 @@ def write_rejections(rejected: list[Rejection], run_dir: str | Path) -> Path:
     """Write every rejection as one JSON line to run_dir/rejected.jsonl and return that path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "rejected.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rejected:
-            f.write(json.dumps({**asdict(r), "message": r.message()}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_jsonl_atomic(run_dir / REJECTED, ({**asdict(r), "message": r.message()} for r in rejected))

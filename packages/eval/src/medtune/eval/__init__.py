@@ -1,5 +1,6 @@
 """medtune.eval: generation, Med-VQA and text metrics, predictions files, paper-style tables and plots."""
 
+from medtune.data.run_files import eval_dir_name
 from medtune.eval.bertscore import DEFAULT_BERTSCORE_MODEL, resolve_local_encoder
 from medtune.eval.generate import PAPER_GENERATION, generate_answers
 from medtune.eval.normalize import normalize_answer
@@ -7,7 +8,7 @@ from medtune.eval.plots import plot_loss, read_loss_history
 from medtune.eval.predictions import prediction_rows, read_predictions, write_predictions
 from medtune.eval.report import write_report
 from medtune.eval.runs import load_runs
-from medtune.eval.scores import eval_dir_name, score_predictions, vqa_summary, write_eval_outputs
+from medtune.eval.scores import score_predictions, vqa_summary, write_eval_outputs
 from medtune.eval.text import count_tokens, score_text
 from medtune.eval.vqa import SCORER_VARIANTS, SCORER_VERSION, ItemScore, score_vqa, score_vqa_per_item
 

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.data.run_files import PREDICTIONS, write_text_atomic
 from medtune.eval.plots import AccuracyPoint, plot_accuracy_vs_params, plot_loss_curves
 from medtune.eval.report import METRIC_COLUMNS, Column, _is_number, _pretty, _raw, _variant_notes
 from medtune.eval.runs import GROUP_DISPLAY, RunRow
@@ -69,7 +70,7 @@ class GridTable:
 def closed_majority(rows: list[RunRow]) -> tuple[str, float, int] | None:
     """Return (answer, share, count) of the commonest closed answer in a row's predictions.jsonl, if any."""
     for row in rows:
-        path = row.run_dir / row.label.split("/", 1)[-1] / "predictions.jsonl" if "/" in row.label else None
+        path = row.run_dir / row.label.split("/", 1)[-1] / PREDICTIONS if "/" in row.label else None
         if path is None or not path.is_file():
             continue
         answers = [
@@ -198,10 +199,7 @@ def write_grid_report(tables: list[GridTable], out_dir: Path, name: str) -> list
             "cells.csv": grid_csv(table, table.entries),
         }
         for file, text in files.items():
-            tmp = folder / f".{file}.tmp"
-            tmp.write_text(text)
-            tmp.replace(folder / file)
-            written.append(folder / file)
+            written.append(write_text_atomic(folder / file, text))
         figures = _figures(table, folder)
         written += figures
         sections += [

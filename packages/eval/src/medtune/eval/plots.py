@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
+from medtune.data.run_files import atomic_path
+
 
 @dataclass
 class LossHistory:
@@ -53,9 +55,8 @@ def read_loss_history(metrics_jsonl: Path | str) -> LossHistory:
 def _save(fig: Figure, out_png: Path) -> Path:
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(out_png)  # the training loop redraws loss.png while it runs; never leave half a file
+    with atomic_path(out_png) as tmp:  # the training loop redraws loss.png while it runs: never half a file
+        fig.savefig(tmp, dpi=120, format=out_png.suffix.lstrip(".") or "png")
     return out_png
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from medtune.data.run_files import atomic_path
 
 REQUIRED_FIELDS = ("qid", "question", "answer", "prediction", "answer_type", "n_tokens")
 
@@ -29,12 +30,10 @@ def write_predictions(path: Path | str, rows: Iterable[dict]) -> Path:
     """Return the path after writing `rows` as JSON lines (written to a temporary name, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for index, row in enumerate(rows):
             _check_row(row, f"Prediction row {index} for {path}")
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 

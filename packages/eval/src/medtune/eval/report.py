@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune.data.run_files import write_text_atomic
 from medtune.eval.plots import AccuracyPoint, plot_accuracy_vs_params, plot_loss_curves
 from medtune.eval.runs import GROUP_DISPLAY, RunRow, load_runs
 
@@ -255,9 +256,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         folder = out_dir / table.slug
         folder.mkdir(parents=True, exist_ok=True)
         markdown = table_markdown(table)
-        (folder / "table.md").write_text(f"## {table.title}\n\n{markdown}")
-        (folder / "table.csv").write_text(table_csv(table))
-        written += [folder / "table.md", folder / "table.csv"]
+        written.append(write_text_atomic(folder / "table.md", f"## {table.title}\n\n{markdown}"))
+        written.append(write_text_atomic(folder / "table.csv", table_csv(table)))
         figures, notes = _figures(table, folder)
         written += figures
         sections += [f"## {table.title}", "", markdown]
@@ -265,6 +265,5 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         sections += [*notes, ""] if notes else []
     if problems:
         sections += ["## Left out", "", *(f"- {p}" for p in problems), ""]
-    report = out_dir / "report.md"
-    report.write_text("\n".join(sections))
+    report = write_text_atomic(out_dir / "report.md", "\n".join(sections))
     return [report, *written]

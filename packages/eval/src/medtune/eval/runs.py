@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtune.data.run_files import CONFIG, EVAL_PREFIX, METRICS, SCORES, eval_dir_parts
+
 FAMILY_GROUPS = {
     "llava": ("vision_tower", "connector", "llm", "lm_head"),
     "miss": ("vit", "jtm", "dec"),
@@ -90,7 +92,7 @@ def _paradigm(config: dict, groups: list[str], config_path: Path) -> list[str]:
 
 
 def _rows_of_run(run_dir: Path, problems: list[str]) -> list[RunRow]:
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG
     if not config_path.is_file():
         problems.append(
             f"{run_dir} has no config.json, so it is not a medtune run directory; it is left out of the report."
@@ -109,12 +111,12 @@ def _rows_of_run(run_dir: Path, problems: list[str]) -> list[RunRow]:
         "groups": groups,
         "paradigm": _paradigm(config, groups, config_path),
         "params": dict(config.get("params") or {}),
-        "metrics_path": run_dir / "metrics.jsonl" if (run_dir / "metrics.jsonl").is_file() else None,
+        "metrics_path": run_dir / METRICS if (run_dir / METRICS).is_file() else None,
         "lr": config["lr"] if isinstance(config.get("lr"), int | float) else None,
     }
     dataset = config.get("dataset")
     rows = []
-    scores_path = run_dir / "scores.json"
+    scores_path = run_dir / SCORES
     if scores_path.is_file():
         scores = _read_json(scores_path)
         rows.append(
@@ -132,15 +134,14 @@ def _rows_of_run(run_dir: Path, problems: list[str]) -> list[RunRow]:
             f"or evaluation not run); its own dataset is left out of the tables. Score it with "
             f"`medtune eval {run_dir} --dataset SOURCE`."
         )
-    for eval_scores in sorted(run_dir.glob("eval-*/scores.json")):
+    for eval_scores in sorted(run_dir.glob(f"{EVAL_PREFIX}*/{SCORES}")):
         scores = _read_json(eval_scores)
-        name_parts = eval_scores.parent.name.removeprefix("eval-").rsplit("-", 1)
+        folder_dataset, folder_split = eval_dir_parts(eval_scores.parent.name)
         rows.append(
             RunRow(
                 label=f"{run_dir.name}/{eval_scores.parent.name}",
-                dataset=_dataset_label(scores.get("dataset")) or name_parts[0],
-                split=_split_label(scores.get("split"))
-                or (name_parts[1] if len(name_parts) > 1 else "unknown"),
+                dataset=_dataset_label(scores.get("dataset")) or folder_dataset,
+                split=_split_label(scores.get("split")) or folder_split or "unknown",
                 scores=scores,
                 **base,
             )

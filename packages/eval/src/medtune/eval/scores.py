@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
+from medtune.data.run_files import PREDICTIONS, SCORES, write_json_atomic
 from medtune.eval.inputs import as_text_list, check_lengths
 from medtune.eval.predictions import prediction_rows, write_predictions
 from medtune.eval.text import count_tokens, score_text
@@ -90,18 +89,10 @@ def write_eval_outputs(
     for row, item in zip(rows, items or []):
         # `score` is medtune's; LLaVA-Med's is beside it (None where it leaves the question out).
         row["llava_med_score"] = item.llava_med_score
-    write_predictions(out_dir / "predictions.jsonl", rows)
+    write_predictions(out_dir / PREDICTIONS, rows)
     scores = {**scores, "dataset": dataset, "split": split}
-    tmp = out_dir / "scores.json.tmp"
-    tmp.write_text(json.dumps(scores, indent=2) + "\n")
-    os.replace(tmp, out_dir / "scores.json")
+    write_json_atomic(out_dir / SCORES, scores)
     return scores
-
-
-def eval_dir_name(dataset: str, split: str) -> str:
-    """Return the sub-directory name `eval-<dataset>-<split>` used for evaluations of an existing run."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
-    return f"eval-{safe}-{split}"
 
 
 def _percent(value: Any) -> str:

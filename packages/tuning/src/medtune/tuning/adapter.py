@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medtune.data.run_files import ADAPTER
 from medtune.tuning.errors import AdapterError, UsageError
 from medtune.tuning.run_dir import check_free_space, replace_folder
 
@@ -169,7 +170,7 @@ def save_adapter(
 
 def find_adapter(path: Path) -> Path:
     """Return the adapter folder of a run directory, or the path itself when it is one."""
-    for candidate in (path, path / "adapter"):
+    for candidate in (path, path / ADAPTER):
         if (candidate / MANIFEST).is_file():
             return candidate
     raise UsageError(f"{path} is neither a run directory with adapter/ nor an adapter folder (no {MANIFEST})")

@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Sampler
 
+from medtune.data.run_files import ADAPTER, CHECKPOINT, CONFIG
 from medtune.tuning.errors import UsageError
 from medtune.tuning.recipes import RESUME_IDENTITY, RESUME_TRAJECTORY  # from the fields' metadata
 from medtune.tuning.run_dir import check_free_space, replace_folder
 
-CHECKPOINT = "checkpoint"
 TENSORS = "tuned.safetensors"
 TRAINING_STATE = "training_state.pt"
 POSITION = "position.json"
@@ -124,7 +124,7 @@ def find_checkpoint(run_dir: Path) -> Path:
     for candidate in (run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.old"):
         if (candidate / POSITION).is_file():
             return candidate
-    if (run_dir / "adapter").is_dir():
+    if (run_dir / ADAPTER).is_dir():
         raise UsageError(
             f"{run_dir} has no checkpoint to resume from: the run finished (its adapter is saved) without "
             "--save-every checkpoints, so there is nothing to continue; score it with medtune eval or start a "
@@ -178,9 +178,9 @@ def load_checkpoint(
 
 def check_resume(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Return the saved config of ``run_dir`` after checking ``config`` continues the same run."""
-    file = run_dir / "config.json"
+    file = run_dir / CONFIG
     if not file.is_file():
-        raise UsageError(f"--resume {run_dir}: not a medtune run directory (no config.json)")
+        raise UsageError(f"--resume {run_dir}: not a medtune run directory (no {CONFIG})")
     try:
         saved = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

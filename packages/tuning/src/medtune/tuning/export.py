@@ -9,7 +9,6 @@ generation_config.json with medtune's evaluation settings, and a model card (REA
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,11 +16,13 @@ import torch
 
 from medtune.core_models import Built, get_preset
 from medtune.data import get_template
+from medtune.data.run_files import CONFIG
 from medtune.data.templates import PromptTemplate
 from medtune.tuning.adapter import read_manifest
 from medtune.tuning.errors import UsageError
 from medtune.tuning.model_card import model_card
 from medtune.tuning.rebuild import base_source, rebuild_from_manifest
+from medtune.tuning.run_dir import replace_folder
 
 DEFAULT_SHARD = "5GB"
 
@@ -168,7 +169,7 @@ def export_merged(
             f"{adapter} was tuned on 4-bit (NF4) frozen weights; merged into the full-precision base and "
             f"saved in its precision ({str(dtype).removeprefix('torch.')})"
         )
-    run_file = Path(adapter).parent / "config.json"
+    run_file = Path(adapter).parent / CONFIG
     run_config = json.loads(run_file.read_text()) if run_file.is_file() else {}
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -176,9 +177,4 @@ def export_merged(
     write_processor(built, tmp)
     generation_config(built, run_config).save_pretrained(tmp)
     (tmp / "README.md").write_text(model_card(built, manifest, run_config, Path(adapter)))
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return replace_folder(tmp, out)

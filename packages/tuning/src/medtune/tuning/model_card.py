@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from medtune.core_models import Built
+from medtune.data import run_files
 from medtune.tuning.adapter import medtune_version
 
 SCORES = ("global", "open", "closed", "bertscore_f1", "meteor", "rougeL_f1")
@@ -28,7 +29,7 @@ def model_card(built: Built, manifest: dict, run_config: dict, adapter: Path) ->
     """Return the README.md text for a merged checkpoint of ``adapter``."""
     dataset = run_config.get("dataset") or {}
     params = run_config.get("params") or {}
-    scores_file = adapter.parent / "scores.json"
+    scores_file = adapter.parent / run_files.SCORES
     scores = json.loads(scores_file.read_text()) if scores_file.is_file() else {}
     family = built.family
     load = (

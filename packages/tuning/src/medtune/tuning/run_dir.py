@@ -1,4 +1,7 @@
-"""The run directory: config.json, metrics.jsonl, adapter/, predictions.jsonl, scores.json, loss.png."""
+"""Writing the run directory: creating it, replacing folders whole, healing a kill's leftovers, metrics.jsonl.
+
+The file names are medtune.data.run_files' (evaluation and the report read through the same names).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medtune.data.run_files import ADAPTER, CHECKPOINT, write_json_atomic, write_text_atomic
 from medtune.tuning.errors import UsageError
+
+__all__ = [
+    "MetricsLog",
+    "check_free_space",
+    "clean_interrupted",
+    "format_bytes",
+    "interrupted_hint",
+    "new_run_dir",
+    "replace_folder",
+    "truncate_metrics",
+    "write_json_atomic",
+]
 
 # The run directories this process made or resumed, newest last: an interrupt says how to continue it.
 _runs: list[Path] = []
@@ -108,13 +124,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary name, then rename it, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class MetricsLog:
     """Appends one JSON line per logged step to metrics.jsonl, flushed as it goes."""
 
@@ -139,9 +148,7 @@ def truncate_metrics(path: Path, step: int) -> None:
         for line in path.read_text().splitlines()
         if line.strip() and json.loads(line).get("step", 0) <= step
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 def interrupted_hint() -> str:
@@ -149,9 +156,9 @@ def interrupted_hint() -> str:
     if not _runs:
         return ""
     run = _runs[-1]
-    if (run / "adapter").is_dir() and not (run / "checkpoint").is_dir():
+    if (run / ADAPTER).is_dir() and not (run / CHECKPOINT).is_dir():
         return f"; the run in {run} had saved its adapter, so `medtune eval {run}` scores it"
-    if (run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir():
+    if (run / CHECKPOINT).is_dir() or (run / f".{CHECKPOINT}.old").is_dir():
         return (
             f"; continue the run with the same command plus --resume {run} "
             "(it restarts from its last checkpoint)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from medtune.tuning.errors import UsageError
@@ -81,17 +80,10 @@ def read_questions(file: Path) -> list[dict]:
     return rows
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` as JSONL under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from medtune.data import VQARecord
     from medtune.data.images import load_image
+    from medtune.data.run_files import write_jsonl_atomic
     from medtune.tuning.adapter import find_adapter
     from medtune.tuning.datasets import check_generation_flags
     from medtune.tuning.evaluate import predict
@@ -129,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
         return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(args.out, rows)
     print(f"{len(rows)} answer(s) written to {args.out}")
     return 0
