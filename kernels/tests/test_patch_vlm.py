@@ -1,5 +1,5 @@
-"""patch_norms on tiny random Gemma 3, Qwen2.5-VL, Idefics3 and InternVL models: every norm class they use is
-fused, and the loss and every gradient match the unpatched model (the reference: transformers' own norms)."""
+"""patch_norms on tiny random Gemma 3, Qwen2.5-VL, Qwen2-VL, Idefics3 and InternVL models: every norm class they
+use is fused, and the loss and every gradient match the unpatched model (the reference: transformers' own norms)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,23 @@ def _qwen2_5_vl() -> tuple[nn.Module, dict]:
     return model, batch
 
 
+def _qwen2_vl() -> tuple[nn.Module, dict]:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    config = Qwen2VLConfig(
+        text_config={**TEXT, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                 "mrope_section": [2, 3, 3]}},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2, "patch_size": 4,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=62, video_token_id=63, vision_start_token_id=60, vision_end_token_id=61,
+    )  # fmt: skip
+    model = Qwen2VLForConditionalGeneration(config)
+    ids = torch.tensor([[5, 60, 62, 62, 62, 62, 61, 7, 8, 9, 10]])
+    batch = {"input_ids": ids, "pixel_values": torch.randn(16, 3 * 2 * 4 * 4), "labels": ids,
+             "image_grid_thw": torch.tensor([[1, 4, 4]]), "mm_token_type_ids": (ids == 62).long()}  # fmt: skip
+    return model, batch
+
+
 def _idefics3() -> tuple[nn.Module, dict]:
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
@@ -116,11 +133,13 @@ def _internvl() -> tuple[nn.Module, dict]:
     return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 16, 16), "labels": ids}
 
 
-MODELS = {"gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl, "idefics3": _idefics3, "internvl": _internvl}
+MODELS = {"gemma3": _gemma3, "qwen2_5_vl": _qwen2_5_vl, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3,
+          "internvl": _internvl}  # fmt: skip
 # The norm classes each architecture uses, and what patch_norms must turn each into.
 NORM_CLASSES = {
     "gemma3": {"Gemma3RMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM + connector; SigLIP
     "qwen2_5_vl": {"Qwen2_5_VLRMSNorm": FusedRMSNorm},  # LLM, ViT blocks and the merger's ln_q
+    "qwen2_vl": {"Qwen2VLRMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM; ViT blocks and ln_q
     "idefics3": {"LlamaRMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM; SigLIP
     "internvl": {"Qwen2RMSNorm": FusedRMSNorm, "LayerNorm": FusedLayerNorm},  # LLM; InternViT and projector
 }

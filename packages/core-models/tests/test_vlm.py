@@ -19,6 +19,7 @@ TINY = {
     "tiny-idefics3": "Idefics3ForConditionalGeneration",
     "tiny-llava-next": "LlavaNextForConditionalGeneration",
     "tiny-internvl": "InternVLForConditionalGeneration",
+    "tiny-qwen2-vl": "Qwen2VLForConditionalGeneration",
 }
 TEXTS = ["Which organ is shown in this image?", "Is there a lesion?", "brain", "lung", "liver", "yes", "no"]
 
@@ -46,9 +47,9 @@ def test_qwen_merger_is_the_connector_though_it_sits_inside_the_vision_module():
 
 def test_real_shape_presets_count_the_published_totals():
     # google/medgemma-4b-it 4.30B, Qwen2.5-VL-7B (Lingshu-7B) 8.29B, HuggingFaceTB/SmolVLM-256M 256M
-    # llava-hf/llava-v1.6-mistral-7b-hf 7.57B
+    # llava-hf/llava-v1.6-mistral-7b-hf 7.57B, Qwen/Qwen2-VL-2B-Instruct (MedVLM-R1's shape) 2.21B
     totals = {"medgemma-4b": 4_300_079_472, "lingshu-7b": 8_292_166_656, "smolvlm-256m": 256_484_928,
-              "llava-next-mistral-7b": 7_566_747_648}  # fmt: skip
+              "llava-next-mistral-7b": 7_566_747_648, "qwen2-vl-2b": 2_208_985_600}  # fmt: skip
     for preset, total in totals.items():
         assert sum(p.numel() for p in build_model(preset, device="meta").parameters()) == total, preset
 

@@ -21,7 +21,14 @@ from medtune.tuning.datasets import read_records
 from medtune.tuning.errors import UsageError
 from medtune.tuning.paradigm import Paradigm
 
-ARCHS = ("tiny-gemma3", "tiny-qwen2.5-vl", "tiny-idefics3", "tiny-llava-next", "tiny-internvl")
+ARCHS = (
+    "tiny-gemma3",
+    "tiny-qwen2.5-vl",
+    "tiny-qwen2-vl",
+    "tiny-idefics3",
+    "tiny-llava-next",
+    "tiny-internvl",
+)
 METHODS = ("ln", "attention", "ffn", "lora", "prefix", "full")
 # What each release's chat template writes after the generation prompt for the answer "brain".
 ANSWER_RENDERING = {
@@ -30,6 +37,7 @@ ANSWER_RENDERING = {
     "tiny-idefics3": " brain<end_of_utterance>\n",
     "tiny-llava-next": " brain</s>",
     "tiny-internvl": "brain<|im_end|>\n",
+    "tiny-qwen2-vl": "brain<|im_end|>\n",
 }
 
 
@@ -104,6 +112,9 @@ EXPECTED_LN = {
     "tiny-idefics3": {"model.text_model.norm.weight"}  # Idefics3's connector is one linear map: no norm
     | {f"model.text_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
     "tiny-llava-next": {"model.language_model.norm.weight"}  # an MLP connector: no norm
+    | {f"model.language_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
+    "tiny-qwen2-vl": {"model.language_model.norm.weight"}  # Qwen2-VL's merger norm is a LayerNorm
+    | {f"model.visual.merger.ln_q.{w}" for w in ("weight", "bias")}
     | {f"model.language_model.layers.{i}.{n}.weight" for i in range(2) for n in LLM_NORMS},
     "tiny-internvl": {"model.language_model.norm.weight"}  # the projector's LayerNorm has a bias too
     | {f"model.multi_modal_projector.layer_norm.{w}" for w in ("weight", "bias")}
@@ -306,3 +317,16 @@ def test_ln_tuning_lowers_the_loss_on_a_fixed_batch(checkpoints, records, arch):
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05, losses  # only the LLM's norms moved, and they fit the answers
+
+
+def test_ffn_tunes_the_vision_mlps_of_qwen2_vl_too(checkpoints):
+    # Qwen2-VL's ViT calls its MLP VisionMlp (not *MLP): FFN-tuning a PEFT vision tower must still find it
+    tuned = apply_paradigm(
+        _built(checkpoints, "tiny-qwen2-vl").model, "vlm", "ffn", Paradigm.parse("PEFT,F,F,F", "vlm")
+    )
+    assert tuned.peft == {
+        f"model.visual.blocks.{i}.mlp.{fc}.{w}"
+        for i in range(2)
+        for fc in ("fc1", "fc2")
+        for w in ("weight", "bias")
+    }

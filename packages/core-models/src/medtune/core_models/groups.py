@@ -21,6 +21,12 @@ VLM_GROUP_PREFIXES: dict[str, dict[str, tuple[str, ...]]] = {
         "llm": ("model.language_model.",),
         "lm_head": ("lm_head.", "model.language_model.embed_tokens."),
     },
+    "Qwen2VLForConditionalGeneration": {
+        "vision_tower": ("model.visual.",),
+        "connector": ("model.visual.merger.",),
+        "llm": ("model.language_model.",),
+        "lm_head": ("lm_head.", "model.language_model.embed_tokens."),
+    },
     "Idefics3ForConditionalGeneration": {
         "vision_tower": ("model.vision_model.",),
         "connector": ("model.connector.",),

@@ -86,6 +86,17 @@ def _qwen_vision(config: PretrainedConfig) -> Tower:
     return Tower(v.depth, v.hidden_size, v.intermediate_size, v.num_heads, v.hidden_size, patches)
 
 
+def _qwen2_vision(config: PretrainedConfig) -> Tower:
+    v = config.vision_config  # Qwen2-VL names the ViT's width embed_dim (its hidden_size is the LLM's)
+    patches = (PLANNING_IMAGE_SIDE // v.patch_size) ** 2
+    return Tower(v.depth, v.embed_dim, v.embed_dim * v.mlp_ratio, v.num_heads, v.embed_dim, patches)
+
+
+def _qwen_tokens(config: PretrainedConfig) -> int:
+    v = config.vision_config
+    return (PLANNING_IMAGE_SIDE // v.patch_size) ** 2 // v.spatial_merge_size**2 + 2  # + vision start/end
+
+
 def _idefics3_tokens(config: PretrainedConfig) -> int:
     per_tile = _square_patches(config.vision_config) // config.scale_factor**2
     return IDEFICS3_PLANNING_TILES * (per_tile + 2)  # each tile is wrapped in <fake_token_around_image> + tag
@@ -130,12 +141,15 @@ RULES: dict[str, VlmRule] = {
             "Qwen2_5_VLForConditionalGeneration",
             "model.language_model",
             _qwen_vision,
-            lambda c: (
-                (PLANNING_IMAGE_SIDE // c.vision_config.patch_size) ** 2
-                // c.vision_config.spatial_merge_size**2
-                + 2
-            ),
+            _qwen_tokens,
             "lingshu-7b",
+        ),
+        VlmRule(
+            "Qwen2VLForConditionalGeneration",
+            "model.language_model",
+            _qwen2_vision,
+            _qwen_tokens,
+            "qwen2-vl-2b",
         ),
         VlmRule(
             "Idefics3ForConditionalGeneration",

@@ -7,7 +7,7 @@ checkpoint's own config.json from --model-path.
 
 from __future__ import annotations
 
-from transformers import Gemma3Config, Idefics3Config, LlavaNextConfig, Qwen2_5_VLConfig
+from transformers import Gemma3Config, Idefics3Config, LlavaNextConfig, Qwen2_5_VLConfig, Qwen2VLConfig
 
 from medtune.core_models.presets import Preset, register_preset
 
@@ -79,6 +79,40 @@ def qwen2_5_vl_7b_config() -> Qwen2_5_VLConfig:
         vision_start_token_id=151_652,
         tie_word_embeddings=False,
         architectures=["Qwen2_5_VLForConditionalGeneration"],
+    )
+
+
+def qwen2_vl_2b_config() -> Qwen2VLConfig:
+    """Return Qwen2-VL-2B's config (the shape of MedVLM-R1): Qwen2 1.5B LLM (tied head), 32-layer ViT, 2x2 merger."""
+    return Qwen2VLConfig(
+        text_config={
+            "vocab_size": 151_936,
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 32768,
+            "bos_token_id": 151_643,
+            "eos_token_id": 151_645,
+        },
+        vision_config={
+            "depth": 32,
+            "embed_dim": 1280,
+            "hidden_size": 1536,
+            "mlp_ratio": 4,
+            "num_heads": 16,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "hidden_act": "quick_gelu",
+        },
+        image_token_id=151_655,
+        video_token_id=151_656,
+        vision_start_token_id=151_652,
+        tie_word_embeddings=True,
+        architectures=["Qwen2VLForConditionalGeneration"],
     )
 
 
@@ -193,5 +227,17 @@ LLAVA_NEXT_MISTRAL_7B = register_preset(
         template="chat",
         decoder_layer="MistralDecoderLayer",
         notes={"model_class": "LlavaNextForConditionalGeneration"},
+    )
+)
+
+QWEN2_VL_2B = register_preset(
+    Preset(
+        name="qwen2-vl-2b",
+        family="vlm",
+        description="Qwen2-VL 2B (the shape of MedVLM-R1): Qwen2 1.5B LLM, 32-layer ViT with a 2x2 merger (2.2B)",
+        make_config=qwen2_vl_2b_config,
+        template="chat",
+        decoder_layer="Qwen2VLDecoderLayer",
+        notes={"model_class": "Qwen2VLForConditionalGeneration"},
     )
 )

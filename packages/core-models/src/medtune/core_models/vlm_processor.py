@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, InternVLProcessor, Qwen2_5_VLProcessor
+from transformers import AutoTokenizer, InternVLProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
 from medtune.core_models.errors import CheckpointError
 
@@ -38,6 +38,10 @@ class ImageOnlyQwen2_5_VLProcessor(_ImageOnly, Qwen2_5_VLProcessor):
     """Qwen2.5-VL's processor for still images."""
 
 
+class ImageOnlyQwen2VLProcessor(_ImageOnly, Qwen2VLProcessor):
+    """Qwen2-VL's processor for still images."""
+
+
 class ImageOnlyInternVLProcessor(_ImageOnly, InternVLProcessor):
     """InternVL's processor for still images."""
 
@@ -46,6 +50,7 @@ class ImageOnlyInternVLProcessor(_ImageOnly, InternVLProcessor):
 
 IMAGE_ONLY = {
     "Qwen2_5_VLProcessor": ImageOnlyQwen2_5_VLProcessor,
+    "Qwen2VLProcessor": ImageOnlyQwen2VLProcessor,
     "InternVLProcessor": ImageOnlyInternVLProcessor,
 }
 

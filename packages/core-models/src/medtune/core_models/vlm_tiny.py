@@ -25,12 +25,14 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLProcessor,
+    Qwen2VLConfig,
 )
 
 from medtune.core_models.presets import Preset, register_preset
 from medtune.core_models.vlm_processor import (
     ImageOnlyInternVLProcessor,
     ImageOnlyQwen2_5_VLProcessor,
+    ImageOnlyQwen2VLProcessor,
     save_processor,
 )
 
@@ -185,6 +187,36 @@ def tiny_qwen2_5_vl_config() -> Qwen2_5_VLConfig:
     )
 
 
+def tiny_qwen2_vl_config() -> Qwen2VLConfig:
+    """Return a tiny Qwen2-VL: 2x32 ViT (LayerNorms) with 4 px patches and a 2x2 merger, Qwen2 2x64 (M-RoPE)."""
+    ids = {t: i for i, t in enumerate(QWEN_SPECIALS)}
+    return Qwen2VLConfig(
+        text_config={
+            **TINY_TEXT,
+            "bos_token_id": 0,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": 0,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        },
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 64,
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        architectures=["Qwen2VLForConditionalGeneration"],
+    )
+
+
 def tiny_idefics3_config() -> Idefics3Config:
     """Return a tiny Idefics3 (SmolVLM): SigLIP 2x32 at 32 px tiles, pixel shuffle x2 (4 tokens), LLaMA 2x64."""
     ids = {t: i for i, t in enumerate(IDEFICS3_SPECIALS)}
@@ -280,6 +312,16 @@ KITS: dict[str, TinyKit] = {
         QWEN_CHAT,
         "<|im_end|>",
     ),
+    "tiny-qwen2-vl": TinyKit(
+        QWEN_SPECIALS,
+        {
+            "pad_token": "<|endoftext|>",
+            "eos_token": "<|im_end|>",
+            "extra_special_tokens": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        },
+        QWEN_CHAT,
+        "<|im_end|>",
+    ),
     "tiny-idefics3": TinyKit(
         IDEFICS3_SPECIALS,
         {"pad_token": "<|endoftext|>", "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>"},
@@ -335,8 +377,8 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
 
         images = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
         return Gemma3Processor(images, tokenizer, chat_template=kit.chat_template, image_seq_length=4)
-    if preset == "tiny-qwen2.5-vl":
-        from transformers import Qwen2VLImageProcessorPil
+    if preset in ("tiny-qwen2.5-vl", "tiny-qwen2-vl"):
+        from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
 
         # dynamic resolution: each side rounded to a multiple of 8 px (patch 4 x merge 2), area in [64, 1024]
         images = Qwen2VLImageProcessorPil(
@@ -345,13 +387,14 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
             temporal_patch_size=2,
             merge_size=2,
         )
+        qwen2 = preset == "tiny-qwen2-vl"
         if importlib.util.find_spec("torchvision") is None:
-            return ImageOnlyQwen2_5_VLProcessor(images, tokenizer, chat_template=kit.chat_template)
+            image_only = ImageOnlyQwen2VLProcessor if qwen2 else ImageOnlyQwen2_5_VLProcessor
+            return image_only(images, tokenizer, chat_template=kit.chat_template)
         from transformers import Qwen2VLVideoProcessor
 
-        return Qwen2_5_VLProcessor(
-            images, tokenizer, Qwen2VLVideoProcessor(), chat_template=kit.chat_template
-        )
+        processor = Qwen2VLProcessor if qwen2 else Qwen2_5_VLProcessor
+        return processor(images, tokenizer, Qwen2VLVideoProcessor(), chat_template=kit.chat_template)
     if preset == "tiny-internvl":
         from transformers import GotOcr2ImageProcessorPil
 
@@ -393,7 +436,7 @@ def tiny_processor(preset: str, tokenizer: PreTrainedTokenizerFast):
 
 
 def write_tiny_vlm(preset: str, folder: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-idefics3, tiny-llava-next, tiny-internvl) to ``folder``."""
+    """Write a complete tiny checkpoint of ``preset`` (tiny-gemma3, tiny-qwen2.5-vl, tiny-qwen2-vl, tiny-idefics3, tiny-llava-next, tiny-internvl) to ``folder``."""
     from medtune.core_models.model_class import build_model
 
     folder = Path(folder)
@@ -425,6 +468,13 @@ for _name, _make, _arch, _layer, _what in (
         "Qwen2_5_VLForConditionalGeneration",
         "Qwen2_5_VLDecoderLayer",
         "Qwen2.5-VL (Lingshu's): 2x32 ViT + 2x2 merger, Qwen2.5 2x64",
+    ),
+    (
+        "tiny-qwen2-vl",
+        tiny_qwen2_vl_config,
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2VLDecoderLayer",
+        "Qwen2-VL (MedVLM-R1's): 2x32 ViT + 2x2 merger, Qwen2 2x64",
     ),
     (
         "tiny-idefics3",

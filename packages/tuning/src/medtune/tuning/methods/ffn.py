@@ -20,7 +20,7 @@ def is_ffn_block(module: nn.Module) -> bool:
     """True for MLP modules and BERT-style Intermediate/Output modules (not an attention block's SelfOutput)."""
     name = type(module).__name__
     return name.endswith(
-        ("MLP", "Intermediate", "MultiModalProjector", "LinearProjector", "PatchMerger")
+        ("MLP", "Intermediate", "MultiModalProjector", "LinearProjector", "PatchMerger", "VisionMlp")
     ) or (name.endswith("Output") and not name.endswith("SelfOutput"))
 
 
