@@ -171,7 +171,7 @@ def load(
     A checkpoint that cannot be loaded as asked raises CheckpointError naming the file and the tensor.
     """
     from medtune.core_models.errors import CheckpointError
-    from medtune.core_models.weights import check_files
+    from medtune.core_models.weights import check_files, pread_slices, returned_to_the_system
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
     path = checkpoint_folder(preset, model_path)
@@ -210,7 +210,14 @@ def load(
         # transformers quantises each frozen linear as it reads it (synchronously: one tensor in full precision)
         kwargs["quantization_config"] = bnb_config(four_bit, compute_dtype=dtype)
     try:
-        model, info = model_cls.from_pretrained(path, output_loading_info=True, **kwargs)
+        with returned_to_the_system(), pread_slices(files) as slices:
+            source = path
+            if slices is not None:  # the same tensors, handed over as slices transformers reads one by one
+                source, kwargs["state_dict"] = None, slices
+                kwargs["config"] = transformers.AutoConfig.from_pretrained(path)
+            model, info = model_cls.from_pretrained(source, output_loading_info=True, **kwargs)
+        if source is None and (path / "generation_config.json").is_file():
+            model.generation_config = transformers.GenerationConfig.from_pretrained(path)
     except (OSError, RuntimeError) as err:  # a shard safetensors cannot parse, a size transformers refuses
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {str(err).splitlines()[0]}") from None
     check_loading_info(path, files, info)

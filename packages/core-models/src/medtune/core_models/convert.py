@@ -29,7 +29,7 @@ from medtune.core_models.errors import CheckpointError
 from medtune.core_models.llava_med import LinearConnectorLlava
 from medtune.core_models.presets import Preset, get_preset
 from medtune.core_models.tokenizer import IMAGE_TOKEN, V1_IMAGE_PATCH
-from medtune.core_models.weights import check_files
+from medtune.core_models.weights import check_files, returned_to_the_system
 
 RELEASE_TEXT_CONFIGS: dict[str, type[PretrainedConfig]] = {
     "LlavaLlamaForCausalLM": LlamaConfig,  # LLaVA-Med v1 (LLaMA-7B)
@@ -361,7 +361,8 @@ def load_llava_med_release(
         "model.vision_tower.",
     )
     sources = [(path, False, files)] + ([(tower, True, check_files(tower))] if not tower_inside else [])
-    padded, renamed = fill(model, sources, vision_prefix, dtype=dtype, device=device)
+    with returned_to_the_system():
+        padded, renamed = fill(model, sources, vision_prefix, dtype=dtype, device=device)
     quantized: list[str] = []
     if four_bit is not None:
         from medtune.core_models.quantize import keep_cpu_layout, quantized_names

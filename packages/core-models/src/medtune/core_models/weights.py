@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import struct
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -147,3 +149,49 @@ def config_dtype(config: dict) -> torch.dtype | None:
             f"to one of {', '.join(DTYPE_NAMES)}"
         )
     return dtype
+
+
+@contextmanager
+def pread_slices(files: Mapping[str, Path]):
+    """Yield tensor name -> a lazy safetensors slice read with pread, or None when that cannot be done.
+
+    transformers opens every shard memory-mapped for the whole load, and each page it reads stays resident
+    until the end, so the host peak grows by the whole checkpoint. Read with pread instead (safetensors' own
+    backend, the one transformers uses where mmap does not suit), a tensor's bytes live only while it loads.
+    """
+    if not files or any(f.suffix != ".safetensors" for f in files.values()):
+        yield None
+        return
+    with ExitStack() as stack:
+        slices = {}
+        try:
+            for file in sorted(set(files.values())):
+                shard = stack.enter_context(safe_open(file, framework="pt", device="cpu", backend="pread"))
+                for name in shard.keys():  # noqa: SIM118  (safe_open is not iterable)
+                    slices[name] = shard.get_slice(name)
+        except TypeError:  # a safetensors without the pread backend: transformers reads its own way
+            slices = None
+        yield slices
+
+
+@contextmanager
+def returned_to_the_system():
+    """Within the block, glibc hands every freed tensor-sized block back to the system (peak RSS = live bytes).
+
+    Loading frees one large tensor after another; glibc's adaptive threshold would soon serve them from a heap
+    it never shrinks, so the process would keep the high-water mark of every tensor read. Outside glibc,
+    nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt, trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        yield
+        return
+    m_mmap_threshold = -3
+    mallopt(m_mmap_threshold, 128 * 1024)
+    try:
+        yield
+    finally:
+        mallopt(m_mmap_threshold, 32 * 2**20)  # where glibc's adaptive threshold settles anyway
+        trim(0)
