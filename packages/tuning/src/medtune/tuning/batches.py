@@ -29,7 +29,8 @@ def make_collator(built: Built, *, train: bool, max_length: int = 512):
         # The checkpoint's own image token (LLaVA-Med v1 calls it <im_patch>, llava-hf <image>).
         image_token=built.tokenizer.convert_ids_to_tokens(built.model.config.image_token_index),
         image_wrap=built.image_wrap,
-        max_length=max_length,
+        # Room for the text beside the image: LLaVA-Med v1.5's 576 image tokens alone outgrow a 512 budget.
+        max_length=max(max_length, built.num_image_tokens + 256),
         padding_side="right" if train else "left",
         train=train,
     )
