@@ -170,6 +170,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         torch.cuda.reset_peak_memory_stats(accelerator.device)
     # Straight to the device, each NF4 layer quantised as it loads.
     built = load_base(cfg, plan, accelerator.device)
+    loaded_peak = peak_memory(accelerator.device)  # the load phase's peak, before any step
     run_dir = resume if resume is not None else shared_run_dir(accelerator, cfg)
     say = accelerator.print
     say(f"run directory: {run_dir}{' (resuming)' if resume is not None else ''}")
@@ -213,6 +214,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         "planned_load_peak_bytes": plan.memory.load_peak,
         "planned_step_peak_bytes": plan.memory.total,
         "measured_by": "cuda max_memory_allocated" if accelerator.device.type == "cuda" else "peak RSS",
+        "measured_load_peak_bytes": loaded_peak,
     }
     if main and resume is None:
         write_json_atomic(run_dir / "config.json", run_config)
