@@ -63,3 +63,39 @@ def test_bf16_on_the_cpu_loads_bf16_and_fp16_is_refused_before_anything_is_writt
     err = capsys.readouterr().err
     assert "--dtype fp16 trains only on a GPU" in err and err.count("\n") == 1
     assert not (tmp_path / "fp16").exists()
+
+
+def test_a_truncated_shard_stops_train_with_one_sentence_before_the_run_directory(tmp_path, capsys):
+    from medtune.core_models import get_preset
+    from medtune.core_models.model_class import build_model
+
+    demo = get_preset("tiny-llava").default_weights
+    folder = tmp_path / "ckpt"
+    build_model("tiny-llava").save_pretrained(folder, max_shard_size="2MB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (folder / name).write_bytes((demo / name).read_bytes())
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-4096])
+    capsys.readouterr()
+    argv = [
+        "train",
+        "llava",
+        "ln",
+        "--4bit",
+        "--model-path",
+        str(folder),
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
+    assert main([*argv, "--quiet"]) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "truncated" in ln]
+    assert line.startswith("medtune train: error: ") and f"{shard.name} is truncated: tensor " in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_params_memory_reports_the_load_peak_beside_the_step(capsys):
+    argv = ["params", "llava", "ln", "--preset", "llava-med-v1.5", "--4bit", "--memory", "--json"]
+    assert main(argv) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    # NF4 weights plus the largest tensor in flight: about 4 GB for the 7B model, under its training step
+    assert 3 * 2**30 < memory["load_peak"] < memory["total"] == memory["peak"]
