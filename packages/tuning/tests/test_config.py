@@ -103,6 +103,7 @@ def test_every_setting_is_a_flag_and_a_config_key(tmp_path):
         "preset",
         "paradigm",
         "recipe",
+        "explicit",  # derived: the settings the user gave
     }
     assert names - {f.name for f in knobs(TrainConfig)} == {"method_options"}
     assert {f.name for f in dataclasses.fields(MethodOptions)} == {f.name for f in knobs(MethodOptions)}

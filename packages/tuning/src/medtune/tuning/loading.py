@@ -18,6 +18,7 @@ from medtune.core_models import Built, CheckpointError, get_preset, load
 from medtune.core_models.build import check_device_runs, meta_model, train_dtype
 from medtune.tuning.apply import Tuned, apply_paradigm
 from medtune.tuning.errors import UsageError
+from medtune.tuning.fast_path import free_memory
 from medtune.tuning.memory import GIB, MemoryPlan, plan_memory
 from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.recipes import TrainConfig
@@ -84,7 +85,7 @@ def check_fits(plan: LoadPlan, device: torch.device, cfg: TrainConfig) -> None:
     """Raise UsageError, before anything loads, when the planned peak exceeds the CUDA device's free memory."""
     if device.type != "cuda":
         return
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_memory(device)  # the card's free memory, or what --max-gpu-memory leaves
     peak = plan.memory.peak
     if peak <= free:
         return

@@ -228,6 +228,20 @@ class TrainConfig:
         resume="trajectory",
     )
     fsdp: bool = knob(False, "FSDP2 full shard over --num-processes, one unit per decoder layer")
+    auto_fit: bool = knob(
+        True,
+        "on a GPU, choose 4-bit, activation checkpointing and the micro-batch (with accumulation to the "
+        "recipe's batch) from the memory planner and the free memory; settings you give are kept",
+    )
+    max_gpu_memory: float | None = knob(
+        None, "cap this process's GPU memory at this many GiB (a shared card)", check=POSITIVE, metavar="GIB"
+    )
+    torch_compile: bool = knob(
+        False,
+        "compile the training forward (each decoder block once; evaluation stays eager)",
+        aliases=["compile"],
+    )
+    torch_compile_backend: str = knob("inductor", "torch.compile backend for --torch-compile")
     on_invalid: OnInvalid = knob(
         "raise",
         "a bad record stops the run (raise) or is skipped and listed in RUN_DIR/rejected.jsonl (report)",
@@ -238,6 +252,8 @@ class TrainConfig:
         metavar="tensorboard,wandb,mlflow",
     )
     method_options: MethodOptions = field(default_factory=MethodOptions)
+    # The settings the user gave (file, flags, a caller's overrides): the fast path keeps them as given.
+    explicit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = check_values(self)
@@ -250,6 +266,8 @@ class TrainConfig:
                 "--fsdp with --save-steps is not supported yet (sharded optimizer state needs a distributed "
                 "checkpoint); drop --save-steps, the final adapter is still saved"
             )
+        if self.fsdp and self.torch_compile:
+            problems.append("--torch-compile with --fsdp is not supported yet; drop one of them")
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -313,6 +331,7 @@ def resolve_config(
         paradigm=paradigm,
         recipe=recipe,
         method_options=options,
+        explicit=tuple(sorted(overrides)),
         **values,
     )
 
