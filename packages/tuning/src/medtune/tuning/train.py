@@ -43,6 +43,7 @@ from medtune.tuning.datasets import (
 )
 from medtune.tuning.errors import UsageError
 from medtune.tuning.evaluate import evaluate, validation_loss
+from medtune.tuning.fast_path import compile_blocks, fit_to_device, run_eager
 from medtune.tuning.fsdp import shard_model, skip_gradient_sync
 from medtune.tuning.loading import (
     check_fits,
@@ -106,6 +107,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     """
     started = time.perf_counter()
     paradigm = Paradigm.parse(cfg.paradigm, cfg.family)
+    # On a GPU, the fastest settings that fit the card (4-bit, checkpointing, micro-batch); given ones are kept.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, fast_path = fit_to_device(cfg, paradigm, device, resume)
     source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
     rejected: list[Rejection] = []
     layout = {"columns": cfg.columns, "image_folder": cfg.image_folder}
@@ -145,8 +149,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
     seed_everything(cfg.seed)
     # Accumulation is done by hand below so that the step boundaries survive a resume exactly.
     # Planned on the meta device before any weight loads: the dtype, what trains, and the memory it takes.
-    plan = plan_load(cfg, paradigm, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    plan = plan_load(cfg, paradigm, device)
     accelerator = Accelerator(mixed_precision=mixed_precision(plan.dtype, cfg))
+    for line in fast_path:
+        accelerator.print(line)
     launched = os.environ.get("MEDTUNE_LAUNCHED_PROCESSES")
     if launched and accelerator.num_processes != int(launched):
         # Before anything is written: each of the launched processes would otherwise make its own run.
@@ -274,6 +280,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
         model, loader = tuned.model, accelerator.prepare(loader)
     else:
         model, loader = accelerator.prepare(tuned.model, loader)
+    if cfg.torch_compile:  # in place, so names and unwrapping are unchanged; evaluation below runs eagerly
+        compile_blocks(accelerator.unwrap_model(model), cfg.torch_compile_backend)
+        say(f"torch.compile ({cfg.torch_compile_backend}): training forward compiled block by block")
     micro_per_epoch = len(loader)
     if micro_per_epoch == 0:  # else the step loop below would spin without ever taking a step
         raise UsageError(
@@ -368,7 +377,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
                 tokens, window_start = 0, time.perf_counter()
             if cfg.eval_every and (position.step % cfg.eval_every == 0 or position.step == total_steps):
                 built.model = accelerator.unwrap_model(model)
-                val_loss = validation_loss(built, val_records, batch_size=4 * cfg.batch_size)  # no grads kept
+                val_loss = run_eager(validation_loss, built, val_records, batch_size=4 * cfg.batch_size)
                 best = position.best_val_loss is None or val_loss < position.best_val_loss
                 if best:
                     position.best_val_loss = val_loss
@@ -419,7 +428,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, resume: Path | None = None
             # generate() reaches sharded modules outside the root forward, so score an unsharded copy.
             del model
             built = unsharded_copy(cfg, run_dir / "adapter", accelerator.device)
-        after = evaluate(
+        after = run_eager(
+            evaluate,
             built,
             test_records,
             max_new_tokens=max_new_tokens,
