@@ -16,3 +16,19 @@ def demo_cache(tmp_path_factory):
     assert os.environ["MEDTUNE_CACHE"] == str(path)
     yield path
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def small_demo(demo_cache, tmp_path_factory):
+    """Return a Slake-format copy of the demo set with a few questions per split, for tests that score."""
+    import json
+
+    from medtune.data import demo_dataset
+
+    source = demo_dataset("downstream")
+    folder = tmp_path_factory.mktemp("small-demo") / source.name
+    folder.mkdir()
+    (folder / "imgs").symlink_to(source / "imgs")
+    for split in sorted(source.glob("*.json")):
+        (folder / split.name).write_text(json.dumps(json.loads(split.read_text())[:6]))
+    return folder

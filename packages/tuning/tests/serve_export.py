@@ -1,7 +1,8 @@
 """Serve a merged export with transformers alone: what a user without medtune (or a serving engine) runs.
 
-Usage: python serve_export.py EXPORT JOBS.json OUT.json, JOBS.json listing {"image", "question"}. Writes, per job,
-the prompt's token ids and the generated answer. Run in a fresh interpreter by the tests (no medtune import).
+Usage: python serve_export.py EXPORT DTYPE JOBS.json OUT.json, JOBS.json listing {"image", "question"}; DTYPE the
+precision to load in ("auto": the checkpoint's). Writes, per job, the prompt's token ids and the generated answer.
+Run in a fresh interpreter by the tests (no medtune import).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, BlipForQuestionAnswering, BlipProcessor
 
 
-def main(export: str, jobs_file: str, out_file: str) -> None:
+def main(export: str, dtype: str, jobs_file: str, out_file: str) -> None:
     blip = "Blip" in json.loads(Path(export, "config.json").read_text())["architectures"][0]
-    model = (BlipForQuestionAnswering if blip else AutoModelForImageTextToText).from_pretrained(export)
+    cls = BlipForQuestionAnswering if blip else AutoModelForImageTextToText
+    model = cls.from_pretrained(export, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     processor = (BlipProcessor if blip else AutoProcessor).from_pretrained(export)
     results = []
     for job in json.loads(Path(jobs_file).read_text()):
@@ -45,4 +47,4 @@ def main(export: str, jobs_file: str, out_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -70,11 +70,9 @@ def test_manifest_stores_each_methods_whole_config(runs):
     assert read_manifest(runs["llava-ln"] / "adapter")["method_config"] == {"fp32_norms": True}
 
 
-@pytest.mark.slow
-def test_eval_of_a_prefix_run_with_non_default_tokens_rebuilds_its_prefix(runs, tmp_path, capsys):
+def test_eval_of_a_prefix_run_with_non_default_tokens_rebuilds_its_prefix(runs, small_demo, capsys):
     """Once a RuntimeError size mismatch: eval rebuilt prefix runs with the default 5 virtual tokens."""
-    dataset = demo_dataset("downstream")
-    assert main(["eval", str(runs["llava-prefix7"]), "--dataset", str(dataset), "--quiet"]) == 0
+    assert main(["eval", str(runs["llava-prefix7"]), "--dataset", str(small_demo), "--quiet"]) == 0
     assert "global" in capsys.readouterr().out
     built = rebuild_from_manifest(runs["llava-prefix7"] / "adapter")
     table = dict(built.model.named_parameters())["model.language_model.prefix_encoder.embedding.weight"]
