@@ -1,13 +1,17 @@
-"""Pretrain the tiny demo bases on the demo's *pretraining* set (scanner A) and bundle them.
+"""Pretrain the tiny demo bases on the demo's *pretraining* set (sites A, C and E) and bundle them.
 
 Run once by the developers (`python -m medtune.tuning.demo_base [tiny-llava|tiny-miss]`); the result, a few MB of
 safetensors with its tokenizer and image processor, ships inside medtune-core-models so the demo
-tunes a model that already knows the task on another scanner, as a real Med-VLM would.
+tunes a model that already knows the task at other hospitals, as a real Med-VLM would. tiny-llava
+also learns to write the demo's reports (the report-generation and zero-shot columns); tiny-miss, a
+VQA model, learns the questions only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -26,7 +30,16 @@ from transformers import (
 from medtune.core_models import Built, build_word_tokenizer, get_preset
 from medtune.core_models.miss import TINY_MISS_IMAGE_SIZE, tiny_miss_config
 from medtune.core_models.tiny import TINY_IMAGE_SIZE, tiny_llava_config
-from medtune.data import demo_dataset, get_template, read_vqa
+from medtune.data import (
+    REPORT_INFERENCE_INSTRUCTION,
+    REPORT_TRAINING_INSTRUCTIONS,
+    ReportRecord,
+    demo_dataset,
+    get_template,
+    read_reports,
+    read_vqa,
+)
+from medtune.data.demo import DEMO_SETS
 from medtune.tuning.batches import make_collator
 from medtune.tuning.datasets import format_scores
 from medtune.tuning.evaluate import evaluate
@@ -34,13 +47,24 @@ from medtune.tuning.train import seed_everything
 
 
 def demo_tokenizer():
-    """Return the word tokenizer whose vocabulary covers both demo sets and the demo template."""
-    texts = []
-    for domain in ("pretrain", "downstream"):
+    """Return the word tokenizer whose vocabulary covers every demo set, the report prompts and the template."""
+    texts = [REPORT_INFERENCE_INSTRUCTION, *REPORT_TRAINING_INSTRUCTIONS]
+    for name in DEMO_SETS:
         for split in ("train", "validation", "test"):
-            texts += [f"{r.question} {r.answer}" for r in read_vqa(demo_dataset(domain), split)]
+            try:
+                texts += [f"{r.question} {r.answer}" for r in read_vqa(demo_dataset(name), split)]
+            except (ValueError, FileNotFoundError):  # a report set, or VQA-RAD's missing validation split
+                with contextlib.suppress(ValueError, FileNotFoundError):  # MIMIC's demo has no train split
+                    texts += [r.report for r in read_reports(demo_dataset(name), split)]
     template_words = get_template("demo").render("", "")[0].replace("<image>", " ")
     return build_word_tokenizer(texts, extra_words=template_words.split())
+
+
+def pretraining_reports(split: str) -> list[ReportRecord]:
+    """Return the pretraining sites' reports (one per image) as report records."""
+    root = demo_dataset("pretrain")
+    rows = json.loads((root / f"reports-{ {'validation': 'validate'}.get(split, split) }.json").read_text())
+    return [ReportRecord(r["id"], [root / "imgs" / r["image_path"][0]], r["report"], "demo") for r in rows]
 
 
 def fresh_model(preset: str, tokenizer):
@@ -71,6 +95,8 @@ def pretrain_demo_base(preset: str, out: Path, *, epochs: float, lr: float, seed
     model, processor = fresh_model(preset, tokenizer)
     built = Built(model, tokenizer, processor, get_preset(preset), source="random init")
     records = read_vqa(demo_dataset("pretrain"), "train")
+    if preset == "tiny-llava":
+        records += pretraining_reports("train")
     loader = DataLoader(records, batch_size=32, shuffle=True, collate_fn=make_collator(built, train=True))
     steps = math.ceil(epochs * len(loader))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -95,9 +121,13 @@ def pretrain_demo_base(preset: str, out: Path, *, epochs: float, lr: float, seed
     bar.close()
     model.eval()
     scores = {
-        domain: evaluate(built, read_vqa(demo_dataset(domain), "test"), progress=False)
-        for domain in ("pretrain", "downstream")
+        name: evaluate(built, read_vqa(demo_dataset(name), "test"), progress=False)
+        for name in ("pretrain", "downstream", "vqa-rad")
     }
+    if preset == "tiny-llava":
+        scores["pretrain reports"] = evaluate(
+            built, pretraining_reports("test"), max_new_tokens=40, progress=False
+        )
     out.mkdir(parents=True, exist_ok=True)
     # Stored in fp16 (4.4 MB, loaded back as fp32): the demo's accuracy before and after is unchanged.
     model.to(torch.float16).save_pretrained(out)
