@@ -13,14 +13,17 @@
 #            with the memory planner's estimate beside the measured peak (GPU_7B_ARGS) LIMIT_7B=300
 #   step     benchmarks/methods/fused_step.py: whole LN-tuning steps of MISS (BLIP-VQA), with and
 #            without the fused norms, batch 1 to 32 (STEP_ARGS)                  LIMIT_STEP=240
+#   trainstep benchmarks/train_step/bench_train_step.py: `medtune train llava ln` itself on a 7B-shaped
+#            LLaVA-Med v1.5 checkpoint written to disk: bf16 under 24 GiB, NF4 under 8 GiB, the old settings;
+#            tokens/s, useful-FLOP utilisation, peak memory (TRAIN_STEP_ARGS)   LIMIT_TRAINSTEP=420
 #   demo     `medtune train llava ln` on the demo through the CUDA path: bf16, the fused norms
 #            patched in, scores before and after (DEMO_ARGS)                     LIMIT_DEMO=180
 # The limits of "env tests kernels" (with its 60 s report) add up to 560 s, "env 7b demo" to 540 s: each fits
-# a ten-minute window. The default runs all but sweep, step and demo.
+# a ten-minute window; "env trainstep" 480 s. The default runs all but sweep, step, trainstep and demo.
 # benchmarks/fetch_wheels.sh DIR fetches, elsewhere, what an offline machine with PyTorch lacks.
 #
 # Results land in $OUT (default ./gpu-results): checks.log (everything printed), kernels/norms.csv,
-# kernels/norms.png, kernels/sweep.csv, gpu_7b.csv, fused_step.csv. The packages run from this checkout
+# kernels/norms.png, kernels/sweep.csv, gpu_7b.csv, fused_step.csv, train_step.csv. The packages run from this checkout
 # through PYTHONPATH, so nothing is built or downloaded. On an offline machine, MEDTUNE_WHEELS=DIR first
 # installs the wheels in DIR (bitsandbytes for the 7b stage, say) into a private folder.
 set -u -o pipefail
@@ -83,8 +86,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(env tests kernels 7b)
 for name in "${STAGES[@]}"; do  # a typo must not cost the stages before it
   case $name in
-    env | tests | kernels | sweep | 7b | step | demo) ;;
-    *) echo "unknown stage '$name'; the stages are env, tests, kernels, sweep, 7b, step, demo" >&2; exit 2 ;;
+    env | tests | kernels | sweep | 7b | step | trainstep | demo) ;;
+    *) echo "unknown stage '$name'; the stages are env, tests, kernels, sweep, 7b, step, trainstep, demo" >&2; exit 2 ;;
   esac
 done
 for name in "${STAGES[@]}"; do
@@ -114,6 +117,11 @@ for name in "${STAGES[@]}"; do
       # shellcheck disable=SC2086
       stage step "${LIMIT_STEP:-240}" "$PY" benchmarks/methods/fused_step.py --out "$OUT/fused_step.csv" \
         ${STEP_ARGS:-}
+      ;;
+    trainstep)
+      # shellcheck disable=SC2086
+      stage trainstep "${LIMIT_TRAINSTEP:-420}" "$PY" benchmarks/train_step/bench_train_step.py \
+        --out "$OUT/train_step.csv" ${TRAIN_STEP_ARGS:-}
       ;;
     demo)
       # shellcheck disable=SC2086
