@@ -95,7 +95,7 @@ def test_every_setting_is_a_flag_and_a_config_key(tmp_path):
         parser_flags.update(action.option_strings)
     for cls in (TrainConfig, MethodOptions):
         for f in knobs(cls):
-            assert flag_of(f) in parser_flags
+            assert flag_of(f) in parser_flags and f.metadata["help"], f.name
             assert f.name in keys_of(f)
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {
         "family",
@@ -155,3 +155,11 @@ def test_python_callers_may_spell_settings_as_the_flags_do():
     assert (cfg.lr, cfg.method_options.lora_rank) == (1e-4, 2)
     with pytest.raises(ValueError, match="unknown setting"):
         resolve_config("llava", "ln", "tiny-llava", "F,F,PEFT,F", {"learning_rat": 1e-4})
+
+
+def test_report_to_none_means_no_tracker(tmp_path):
+    assert resolved(["llava", "ln", "--report-to", "none"]).report_to == ()
+    config = tmp_path / "run.toml"
+    config.write_text('report_to = "none"\n')
+    assert read_config(config) == {"report_to": ()}
+    assert resolved(["llava", "ln", "--report-to", "wandb,mlflow"]).report_to == ("wandb", "mlflow")

@@ -127,7 +127,7 @@ def coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         return None
     if typing.get_origin(base) is tuple:
         # A string is a comma-separated list, as on the command line (never a list of its letters).
-        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        items = parse_list(value) if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
             raise UsageError(f"{where}: {key} must be {_kind(base)}, got {describe(value)}")
         element = typing.get_args(base)[0]
@@ -140,13 +140,11 @@ def coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         or (typing.get_origin(base) is Literal and value in typing.get_args(base))
     )
     if not ok:
-        raise UsageError(
-            f"{where}: {key} must be {_kind(base)}, got {describe(value)}{_fix(key, value, base)}"
-        )
+        raise UsageError(f"{where}: {key} must be {_kind(base)}, got {describe(value)}{_fix(value, base)}")
     return float(value) if base is float else value
 
 
-def _fix(key: str, value: Any, base: Any) -> str:
+def _fix(value: Any, base: Any) -> str:
     """Return how to write a quoted number or yes/no the way the file format reads it, or ''."""
     if not isinstance(value, str) or base not in (int, float, bool):
         return ""
@@ -157,6 +155,12 @@ def _fix(key: str, value: Any, base: Any) -> str:
     return f"; write {str(parsed).lower() if base is bool else value.strip()} without quotes"
 
 
+def parse_list(text: str) -> list[str]:
+    """Return the items of a comma-separated list; ``none`` (or nothing) is the empty list."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    return [] if [i.lower() for i in items] == ["none"] else items
+
+
 def parse_text(text: str, hint: Any) -> Any:
     """Return a command-line string as the knob's type (``1e-4``, ``true``, ``q_proj,v_proj``, ``none``)."""
     base, optional = unwrap(hint)
@@ -164,7 +168,7 @@ def parse_text(text: str, hint: Any) -> Any:
         return None
     if typing.get_origin(base) is tuple:
         element = typing.get_args(base)[0]
-        return tuple(parse_text(s.strip(), element) for s in text.split(",") if s.strip())
+        return tuple(parse_text(item, element) for item in parse_list(text))
     if base is bool:
         word = text.strip().lower()
         if word in ("true", "yes", "1", "on"):
