@@ -71,6 +71,13 @@ class DataError(ValueError):
         super().__init__(rejection.message())
         self.rejection = rejection
 
+    def with_hint(self, hint: str) -> DataError:
+        """Return the same error with ``hint`` (what the user can do about it) after its sentence."""
+        hinted = type(self).__new__(type(self))
+        DataError.__init__(hinted, self.rejection)
+        hinted.args = (f"{self.rejection.message().rstrip('.')}; {hint}",)
+        return hinted
+
 
 class EmptySplitError(DataError):
     """Raised when a split has no records left: an empty file, a filter that kept none, or none valid."""

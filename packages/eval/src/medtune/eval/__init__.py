@@ -8,7 +8,7 @@ from medtune.eval.plots import plot_loss, read_loss_history
 from medtune.eval.predictions import prediction_rows, read_predictions, write_predictions
 from medtune.eval.report import write_report
 from medtune.eval.runs import load_runs
-from medtune.eval.scores import score_predictions, vqa_summary, write_eval_outputs
+from medtune.eval.scores import format_scores, score_predictions, vqa_summary, write_eval_outputs
 from medtune.eval.text import count_tokens, score_text
 from medtune.eval.vqa import SCORER_VARIANTS, SCORER_VERSION, ItemScore, score_vqa, score_vqa_per_item
 
@@ -20,6 +20,7 @@ __all__ = [
     "ItemScore",
     "count_tokens",
     "eval_dir_name",
+    "format_scores",
     "generate_answers",
     "load_runs",
     "normalize_answer",

@@ -114,3 +114,11 @@ def vqa_summary(scores: dict, scorer: str = "medtune") -> str:
     if not parts:
         return " | ".join(f"{k} {_percent(scores.get(k))}" for k in ("open", "closed", "global"))
     return parts[0] + "".join(f" ({part})" for part in parts[1:])
+
+
+def format_scores(scores: dict, scorer: str = "medtune") -> str:
+    """Return both VQA variants, `scorer` first ('medtune: open 41.2% | ... (llava-med: ...)'), or
+    METEOR and ROUGE-L F1 for reports."""
+    if "global" in scores:
+        return vqa_summary(scores, scorer)
+    return f"METEOR {100 * scores['meteor']:.2f}% | ROUGE-L F1 {100 * scores['rougeL_f1']:.2f}%"

@@ -6,51 +6,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
 
 from medtune.data import DataError, Rejection, VQARecord, read_reports, read_vqa
-from medtune.data.records import EmptySplitError
-from medtune.data.reports import detect_report_layout
 from medtune.data.splits import file_split
+from medtune.data.tasks import Task, detect_task
 from medtune.data.vqa import detect_layout
+from medtune.eval.scores import format_scores as format_scores  # where train and demo_base import it from
 from medtune.tuning.errors import UsageError
 
-Task = Literal["vqa", "report"]
 MAX_NEW_TOKENS: dict[str, int] = {"vqa": 8, "report": 128}
 INVALID_HINT = (
     "fix that record, or pass --on-invalid report to skip invalid records and list them in rejected.jsonl"
 )
-
-
-def detect_task(dataset: Path, task: Task | None = None) -> Task:
-    """Return the task a dataset's layout is for; one no reader knows is a UsageError saying what was tried."""
-    if not dataset.exists():
-        raise UsageError(
-            f"--dataset {dataset} does not exist; pass a dataset folder or file in its published layout"
-        )
-    tried: list[str] = []
-    file_error: DataError | None = None
-    for kind, detect in (("vqa", detect_layout), ("report", detect_report_layout)):
-        if task not in (None, kind):
-            continue
-        try:
-            detect(dataset)
-            return kind  # type: ignore[return-value]
-        except DataError as err:  # the file itself cannot be parsed
-            file_error = file_error or err
-        except ValueError as err:
-            tried.append(str(err).rstrip("."))
-    if file_error is not None and dataset.suffix.lower() != ".json":  # e.g. an image or a notes file
-        raise UsageError(
-            f"--dataset {dataset} is not a dataset file medtune reads ({file_error.rejection.reason.rstrip('.')}); "
-            "pass the dataset's folder, or its JSON, JSONL, parquet, Arrow or MIMIC split CSV file"
-        ) from None
-    if file_error is not None:
-        raise UsageError(str(file_error).rstrip(".")) from None
-    what = {"vqa": "a VQA dataset (--task vqa)", "report": "a report dataset (--task report)"}.get(
-        task or "", "a VQA or a report dataset"
-    )
-    raise UsageError(f"cannot read {dataset} as {what}: {'; and '.join(tried)}") from None
 
 
 def read_records(
@@ -79,14 +46,12 @@ def read_records(
     reader = read_vqa if task == "vqa" else read_reports
     try:
         records = reader(dataset, split, on_invalid=on_invalid, rejected=rejected, **options)  # type: ignore[operator]
-    except EmptySplitError as err:
-        raise UsageError(str(err).rstrip(".")) from None
-    except DataError as err:
-        if err.rejection.index is None:  # a whole file: skipping records cannot help
-            raise UsageError(str(err).rstrip(".")) from None
-        raise UsageError(f"{str(err).rstrip('.')}; {INVALID_HINT}") from None
+    except DataError as err:  # a user error as it is; one bad record also says how to go on without it
+        if err.rejection.index is None:  # a whole file or an empty split: skipping records cannot help
+            raise
+        raise err.with_hint(INVALID_HINT) from None
     except (ValueError, FileNotFoundError) as err:
-        raise UsageError(f"cannot read the {split} split of {dataset}: {str(err).rstrip('.')}") from None
+        raise UsageError(f"cannot read the {split} split of {dataset}: {err}") from None
     inferred = sum(1 for r in records if isinstance(r, VQARecord) and r.extra.get("answer_type_inferred"))
     if inferred:
         print(
@@ -161,16 +126,6 @@ def data_fingerprint(records: list, source: Path) -> str:
             size = os.stat(image).st_size if os.path.exists(image) else -1
             digest.update(f"{name}:{size};".encode())
     return digest.hexdigest()[:16]
-
-
-def format_scores(scores: dict, scorer: str = "medtune") -> str:
-    """Return both VQA variants, `scorer` first ('medtune: open 41.2% | ... (llava-med: ...)'), or
-    METEOR and ROUGE-L F1 for reports."""
-    from medtune.eval import vqa_summary
-
-    if "global" in scores:
-        return vqa_summary(scores, scorer)
-    return f"METEOR {100 * scores['meteor']:.2f}% | ROUGE-L F1 {100 * scores['rougeL_f1']:.2f}%"
 
 
 def check_generation_flags(batch_size: int, temperature: float, max_new_tokens: int | None) -> None:

@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from medtune.core_models import Built
-from medtune.data import REPORT_INFERENCE_INSTRUCTION, ReportRecord, VQARecord
+from medtune.data import ReportRecord, VQARecord
+from medtune.data.tasks import answer_fields
 from medtune.eval import generate_answers, score_predictions, write_eval_outputs
 from medtune.tuning.batches import make_collator
 from medtune.tuning.run_dir import check_free_space
@@ -62,20 +63,7 @@ def evaluate(
     if out_dir is not None:  # before generating, so a full disk does not waste the whole generation
         check_free_space(_existing(Path(out_dir)), predictions_bytes(records, generation), "predictions")
     predictions = predict(built, records, **generation)
-    is_report = [isinstance(r, ReportRecord) for r in records]
-    fields = {
-        "qids": [r.study_id if rep else r.qid for r, rep in zip(records, is_report)],
-        "questions": [
-            REPORT_INFERENCE_INSTRUCTION if rep else r.question for r, rep in zip(records, is_report)
-        ],
-        "answers": [r.report if rep else r.answer for r, rep in zip(records, is_report)],
-        # The label as the dataset file spells it: the llava-med scorer, like LLaVA-Med's, counts only
-        # exactly 'OPEN'/'CLOSED' (a raw 'CLOSED ' is left out); the medtune scorer normalises it.
-        "answer_types": [
-            "report" if rep else r.extra.get("answer_type_raw", r.answer_type)
-            for r, rep in zip(records, is_report)
-        ],
-    }
+    fields = answer_fields(records)
     if out_dir is None:
         return score_predictions(
             predictions,

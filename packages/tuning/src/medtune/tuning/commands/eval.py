@@ -67,9 +67,9 @@ def adapter_dir(path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medtune.eval import eval_dir_name
+    from medtune.eval import eval_dir_name, format_scores
     from medtune.tuning.adapter import load_adapter, read_manifest
-    from medtune.tuning.datasets import MAX_NEW_TOKENS, check_generation_flags, format_scores, read_records
+    from medtune.tuning.datasets import MAX_NEW_TOKENS, check_generation_flags, read_records
     from medtune.tuning.evaluate import evaluate
     from medtune.tuning.rebuild import base_for_manifest, load_base_alone, rebuild_key
 

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fsdp shards the model over processes; add --num-processes 2 or more")
     if args.num_processes is not None and args.num_processes > 1:
         return launch_processes(args.num_processes, args.accelerate_config, fsdp=cfg.fsdp)
-    from medtune.tuning.datasets import format_scores
+    from medtune.eval import format_scores
     from medtune.tuning.train import train  # heavy imports only once the input is valid
 
     try:
