@@ -20,6 +20,12 @@ FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
     # any supported image-text-to-text checkpoint; groups are found from its own module names (groups.py)
     "vlm": ("vision_tower", "connector", "llm", "lm_head"),
 }
+# Each family's text transformer stacks by group: (module name, is_bidirectional). Prefix tuning attaches its
+# key/value prefixes there; a vlm checkpoint's stack depends on its architecture (core_models.vlm's rule).
+TEXT_STACKS: dict[str, dict[str, tuple[str, bool]]] = {
+    "llava": {"llm": ("model.language_model", False)},
+    "miss": {"jtm": ("text_encoder", True), "dec": ("text_decoder.bert", False)},
+}
 ASSETS = Path(__file__).parent / "assets"
 
 

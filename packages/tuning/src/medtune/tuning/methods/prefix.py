@@ -21,17 +21,13 @@ from peft import PrefixEncoder, PrefixTuningConfig
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from medtune.core_models.presets import TEXT_STACKS
 from medtune.tuning.errors import UsageError
 from medtune.tuning.methods.base import Method, MethodConfig, MethodOptions, Selection, register_method
 from medtune.tuning.methods.peft_layout import NotRepresentable, PeftLayout, strip_root
 
 DEFAULT_TOKENS = {"llava": 5, "miss": 10, "vlm": 5}
 VISION_GROUPS = ("vision_tower", "vit")
-# {family: {group: (module name of its text stack, is_bidirectional)}}
-STACKS = {
-    "llava": {"llm": ("model.language_model", False)},
-    "miss": {"jtm": ("text_encoder", True), "dec": ("text_decoder.bert", False)},
-}
 ENCODER = "prefix_encoder"  # the attribute each tuned stack holds its PrefixEncoder under
 PROMPT_KEY = "prompt_embeddings"  # PEFT's one tensor of a prefix adapter
 
@@ -65,7 +61,7 @@ def text_stacks(model: nn.Module, family: str, groups: tuple[str, ...]) -> dict[
             )
         stacks = {"llm": (rule.text_stack, False)}
     else:
-        stacks = STACKS[family]
+        stacks = TEXT_STACKS[family]
     return {
         g: (model.get_submodule(name), bidirectional)
         for g, (name, bidirectional) in stacks.items()
@@ -201,7 +197,7 @@ def peft_config(
             f"PEFT's prefix-tuning wrapper is checked against medtune's prefix for llava only, not yet for the "
             f"{family} family's architectures"
         )
-    stack = model.get_submodule(STACKS[family]["llm"][0])
+    stack = model.get_submodule(TEXT_STACKS[family]["llm"][0])
     # PEFT saves the MLP's output, the keys/values themselves; loaded for inference they need no MLP.
     peft = stack_prefix_config(stack, config.virtual_tokens, projection=False)
     peft.modules_to_save = modules_to_save or None
@@ -212,7 +208,7 @@ def to_peft(
     model: nn.Module, family: str, state: dict[str, torch.Tensor], config: PrefixConfig
 ) -> dict[str, torch.Tensor]:
     """Return PEFT's one prefix tensor: every layer's keys/values, (virtual tokens, layers * 2 * kv width), fp32."""
-    name = STACKS[family]["llm"][0]
+    name = TEXT_STACKS[family]["llm"][0]
     stack = model.get_submodule(name)
     # Built on the CPU from the gathered tensors, so this works the same for a sharded (FSDP) model.
     encoder = PrefixEncoder(stack_prefix_config(stack, config.virtual_tokens, config.projection))
@@ -225,7 +221,7 @@ def to_peft(
 
 def from_peft(family: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return the prefix table as the no-MLP encoder's embedding, and modules_to_save tensors by their names."""
-    embedding = f"{STACKS[family]['llm'][0]}.{ENCODER}.embedding.weight"
+    embedding = f"{TEXT_STACKS[family]['llm'][0]}.{ENCODER}.embedding.weight"
     return {embedding if key == PROMPT_KEY else strip_root(key): t for key, t in state.items()}
 
 
