@@ -9,10 +9,8 @@ from typing import Any
 
 from medtune.data.run_files import CONFIG, EVAL_PREFIX, METRICS, SCORES, eval_dir_parts
 
-FAMILY_GROUPS = {
-    "llava": ("vision_tower", "connector", "llm", "lm_head"),
-    "miss": ("vit", "jtm", "dec"),
-}
+# How the paper's tables spell a group and a method (Tables 1-5); any other name is shown as it is. The groups
+# themselves come from each run's config.json, which names them in the family's order.
 GROUP_DISPLAY = {
     "vision_tower": "Vision Tower",
     "connector": "Connector",
@@ -22,7 +20,6 @@ GROUP_DISPLAY = {
     "jtm": "JTM",
     "dec": "DEC",
 }
-# The paper writes the tuned groups by the method's name (Tables 1-5).
 METHOD_DISPLAY = {
     "ln": "LayerNorm",
     "attention": "Attention",
@@ -100,9 +97,12 @@ def _rows_of_run(run_dir: Path, problems: list[str]) -> list[RunRow]:
         return []
     config = _read_json(config_path)
     family = str(config.get("family", ""))
-    groups = list(config.get("groups") or FAMILY_GROUPS.get(family, ()))
+    groups = [str(g) for g in config.get("groups") or ()]
     if not groups:
-        raise ValueError(f"{config_path} names neither 'groups' nor a known 'family' (llava or miss).")
+        raise ValueError(
+            f"{config_path} has no 'groups' list (medtune train writes the model's module groups there); "
+            "it is not a medtune run's config, or was edited by hand."
+        )
     base = {
         "run_dir": run_dir,
         "family": family,
