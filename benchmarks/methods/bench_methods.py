@@ -212,7 +212,7 @@ def adapter_bytes(c: Contender, preset: str, paradigm: Paradigm) -> int:
             Path(tmp) / "adapter",
             c.tuned.model,
             c.tuned.trainable,
-            {"preset": preset, "method": c.method, "paradigm": str(paradigm)},
+            {"preset": preset, "family": paradigm.family, "method": c.method, "paradigm": str(paradigm)},
         )
         return sum(f.stat().st_size for f in path.iterdir())
 

@@ -93,8 +93,9 @@ def test_memory_split_adds_up_and_follows_what_trains(tiny_run):
         )
     full, ln = rows["full"], rows["ln"]
     assert int(ln["optimizer_bytes"]) < 0.01 * int(full["optimizer_bytes"])
-    # the adapter holds exactly the trainable fp32 tensors, plus the safetensors header and manifest
-    for r in rows.values():
+    # the adapter holds exactly the trainable fp32 tensors, plus the safetensors header and manifest; a prefix
+    # adapter holds (as PEFT's own prefix layout does) the virtual keys/values its MLP produces, not the MLP
+    for r in (r for m, r in rows.items() if m != "prefix"):
         assert (
             4 * int(r["trainable_params"])
             < int(r["adapter_bytes"])

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 model = build_model("tiny-llava")
 tuned = apply_paradigm(model, "llava", sys.argv[1], Paradigm.parse("F,F,PEFT,F", "llava"))
 image_tokens, text, batch = 36, 220, 32
-ids = torch.randint(5, 150, (batch, image_tokens + text))
+ids = torch.randint(5, model.config.text_config.vocab_size, (batch, image_tokens + text))
 ids[:, 1 : 1 + image_tokens] = model.config.image_token_index
 pixels = torch.randn(batch, 3, 48, 48)
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -209,10 +209,12 @@ def planner_for(tuned, dtype_bytes: int) -> Planner:
 
 
 def bitsandbytes_available() -> bool:
-    """Return whether NF4 is an option here."""
+    """Return whether NF4 is an option here (core-models owns the 4-bit dependency)."""
+    from medtune.core_models.quantize import QuantizationUnavailable, require_bitsandbytes
+
     try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+        require_bitsandbytes()
+    except QuantizationUnavailable:
         return False
     return True
 
