@@ -50,7 +50,8 @@ def test_prefix_tuned_llava_generates_what_a_full_recompute_predicts(demo_cache)
 
     eos = built.tokenizer.eos_token_id
     for record, answer in zip(records, answers, strict=True):
-        assert answer.split()[0] in built.tokenizer.get_vocab()
+        first = answer.split()[0].rstrip(".")  # the demo's answers may end a word with a period token
+        assert first in built.tokenizer.get_vocab()
         batch = make_collator(built, train=False)([record])
         batch = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
         with torch.no_grad():
@@ -64,4 +65,4 @@ def test_prefix_tuned_llava_generates_what_a_full_recompute_predicts(demo_cache)
                 eos_token_id=eos,
             )[:, batch["input_ids"].shape[1] :]
         assert got.tolist() == want.tolist()
-        assert built.tokenizer.decode(want[0, :1]) == answer.split()[0]  # generate_answers' first word agrees
+        assert built.tokenizer.decode(want[0, :1]) == first  # generate_answers' first word agrees
