@@ -27,7 +27,7 @@ _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _PERIOD = re.compile(r"\.(?!\d)")
 # ... and re.UNICODE is passed where Pattern.sub takes `count`: only the first 32 periods go.
 _PERIOD_COUNT = 32
-_NUMBER_WORDS = {
+LLAVA_MED_NUMBER_WORDS = {
     "none": "0",
     "zero": "0",
     "one": "1",
@@ -176,7 +176,7 @@ def llava_med_normalize(text: str) -> str:
         touches_space = mark + " " in text or " " + mark in text
         out = out.replace(mark, "" if vanish_all or touches_space else " ")
     out = _PERIOD.sub("", out, count=_PERIOD_COUNT)
-    words = [_NUMBER_WORDS.get(word, word) for word in out.split()]
+    words = [LLAVA_MED_NUMBER_WORDS.get(word, word) for word in out.split()]
     words = [LLAVA_MED_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES]
     return " ".join(words).replace(",", "")
 

@@ -5,32 +5,29 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from medtune.eval.llava_med import LLAVA_MED_CONTRACTIONS
+from medtune.eval.llava_med import LLAVA_MED_CONTRACTIONS, LLAVA_MED_NUMBER_WORDS
 
 # Number words become digits so "two" and "2" agree, as in the VQA evaluation (extended to twenty).
 _NUMBER_WORDS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-    "eleven": "11",
-    "twelve": "12",
-    "thirteen": "13",
-    "fourteen": "14",
-    "fifteen": "15",
-    "sixteen": "16",
-    "seventeen": "17",
-    "eighteen": "18",
-    "nineteen": "19",
-    "twenty": "20",
+    **LLAVA_MED_NUMBER_WORDS,
+    **{
+        w: str(n)
+        for n, w in enumerate(
+            (
+                "eleven",
+                "twelve",
+                "thirteen",
+                "fourteen",
+                "fifteen",
+                "sixteen",
+                "seventeen",
+                "eighteen",
+                "nineteen",
+                "twenty",
+            ),
+            start=11,
+        )
+    },
 }
 _ARTICLES = frozenset({"a", "an", "the"})
 # Apostrophe-less spellings mapped to their contraction so "isnt" and "isn't" agree: the VQA table
