@@ -38,17 +38,30 @@ FULL = [
     "packages/tuning[4bit,tensorboard,wandb,mlflow]",
     "packages/medtune",
 ]
+
+
 # The members each member needs installed from this checkout (the medtune-* names are not on PyPI yet).
-LOCAL = {
-    "packages/tuning": ["kernels", "packages/core-models", "packages/data", "packages/eval"],
-    "packages/medtune": [
-        "kernels",
-        "packages/core-models",
-        "packages/data",
-        "packages/eval",
-        "packages/tuning",
-    ],
-}
+def _local_siblings(member: str) -> list[str]:
+    """Return the members ``member`` needs (its medtune-* dependencies, recursively): not on PyPI, so
+    installed from this checkout."""
+    by_name = {
+        tomllib.loads((ROOT / m / "pyproject.toml").read_text())["project"]["name"]: m for m in MEMBERS
+    }
+    found: list[str] = []
+
+    def visit(m: str) -> None:
+        project = tomllib.loads((ROOT / m / "pyproject.toml").read_text())["project"]
+        for requirement in project.get("dependencies", []):
+            name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
+            if name in by_name and by_name[name] not in found:
+                visit(by_name[name])
+                found.append(by_name[name])
+
+    visit(member)
+    return found
+
+
+LOCAL = {m: _local_siblings(m) for m in MEMBERS}
 # The import names each member provides (the medtune distribution provides all five).
 PROVIDES = {
     "kernels": ["kernels"],
