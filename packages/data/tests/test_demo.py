@@ -41,7 +41,10 @@ def test_the_out_of_distribution_set_is_in_the_vqa_rad_layout():
     test = read_vqa(root, "test")
     assert test and majority_share(test) < 0.65
     rows = json.loads((root / "VQA_RAD Dataset Public.json").read_text())
-    assert {r["answer"] for r in rows if r["answer_type"] == "CLOSED "} == {"Yes", "No"}  # as VQA-RAD writes them
+    assert {r["answer"] for r in rows if r["answer_type"] == "CLOSED "} == {
+        "Yes",
+        "No",
+    }  # as VQA-RAD writes them
 
 
 def test_report_sets_are_in_the_iu_xray_and_mimic_layouts():

@@ -7,8 +7,8 @@ import torch
 
 from medtune.core_models import build_random
 from medtune.tuning.apply import apply_paradigm
-from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.errors import UsageError
+from medtune.tuning.paradigm import Paradigm
 
 LLM = "model.language_model"
 

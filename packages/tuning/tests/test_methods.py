@@ -7,9 +7,9 @@ import torch
 
 from medtune.core_models.model_class import build_model
 from medtune.tuning.apply import apply_paradigm
+from medtune.tuning.errors import UsageError
 from medtune.tuning.methods import MethodOptions
 from medtune.tuning.paradigm import Paradigm
-from medtune.tuning.errors import UsageError
 
 LLM = "model.language_model.layers"
 METHODS = ("full", "ln", "attention", "ffn", "lora", "prefix")

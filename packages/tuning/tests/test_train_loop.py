@@ -13,8 +13,8 @@ from medtune.tuning.apply import apply_paradigm
 from medtune.tuning.batches import make_collator
 from medtune.tuning.checkpoint import check_free_space
 from medtune.tuning.cli import main
-from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.errors import UsageError
+from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.train import enable_checkpointing
 
 FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2"]

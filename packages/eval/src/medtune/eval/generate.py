@@ -10,7 +10,13 @@ import torch
 # Keys a batch may carry that generate() understands; others (labels, qids, answers, ...) stay behind.
 _MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
 # The vlm family's processors add their own: Qwen-VL's image grid, Idefics3's tile mask, Gemma 3's token types.
-_VLM_INPUTS = (*_MODEL_INPUTS, "image_grid_thw", "pixel_attention_mask", "token_type_ids", "mm_token_type_ids")
+_VLM_INPUTS = (
+    *_MODEL_INPUTS,
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "token_type_ids",
+    "mm_token_type_ids",
+)
 
 # The paper's inference settings for LLaVA-Med (sampling, one beam, temperature 0.2).
 PAPER_GENERATION = {"temperature": 0.2, "num_beams": 1}

@@ -20,8 +20,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Return every exception class the CLI reports as a sentence (the packages' own error classes included)."""
     classes: list[type[BaseException]] = [UsageError, AdapterError]
     try:
-        from medtune.data.records import DataError
         from medtune.data.images import ImageLoadError
+        from medtune.data.records import DataError
 
         classes += [DataError, ImageLoadError]
     except ImportError:  # medtune-data missing: its errors cannot occur either
