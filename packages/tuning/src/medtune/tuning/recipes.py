@@ -101,6 +101,7 @@ class TrainConfig:
     preset: str
     paradigm: str
     recipe: str  # "demo" or "paper"
+    # The Python API also takes a datasets.Dataset / DatasetDict here (see __post_init__).
     dataset: str | None = knob(
         None, "local dataset folder or file in its published layout", resume="identity", metavar="PATH"
     )
@@ -256,6 +257,19 @@ class TrainConfig:
     explicit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # The Python API takes a datasets.Dataset (or DatasetDict): it is saved once, and the run reads the copy.
+        for name in ("dataset", "eval_dataset"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | Path):
+                from medtune.tuning.datasets import in_memory, saved_dataset
+
+                if not in_memory(value):
+                    raise UsageError(
+                        f"{name} must be a path or a datasets.Dataset / DatasetDict, got {type(value).__name__}"
+                    )
+                setattr(self, name, saved_dataset(value, self.columns, self.image_folder))
+            elif isinstance(value, Path):
+                setattr(self, name, str(value))
         problems = check_values(self)
         if self.fsdp and self.load_4bit:
             problems.append(
@@ -343,14 +357,12 @@ def read_config(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     where = f"config file {path}"
-    if not path.is_file():
-        raise UsageError(f"{where} does not exist; pass a .toml or .yaml file of settings")
-    text = path.read_text()
+    text = _config_text(path, where)
     if path.suffix in (".yaml", ".yml"):
         try:
             data = yaml_load(text)
         except ValueError as err:  # yaml.YAMLError
-            raise UsageError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+            raise UsageError(f"{where} is not valid YAML ({err}); fix it there") from None
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise UsageError(f"{where} holds no mapping of settings (write one `key: value` per line)")
@@ -358,7 +370,7 @@ def read_config(path: Path) -> dict[str, Any]:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
-            raise UsageError(f"{where} is not valid TOML: {err}") from None
+            raise UsageError(f"{where} is not valid TOML ({err}); fix it there") from None
     else:
         raise UsageError(f"{where}: name it .toml, .yaml or .yml so its format is known")
     for key in data:
@@ -370,6 +382,26 @@ def read_config(path: Path) -> dict[str, Any]:
         if key in settings and not isinstance(settings[key], str):
             raise UsageError(f"{where}: {key} must be a string, got {settings[key]!r}")
     return settings
+
+
+def _config_text(path: Path, where: str) -> str:
+    """Return the text of a config file; a folder, a missing or unreadable file, or non-UTF-8 bytes raise a sentence."""
+    what = "pass a .toml or .yaml file of settings"
+    if path.is_dir():
+        inside = sorted(p for p in path.iterdir() if p.suffix in (".toml", ".yaml", ".yml"))
+        hint = f", such as --config {inside[0]}" if inside else ""
+        raise UsageError(f"{where} is a folder, not a file; {what}{hint}")
+    if not path.exists():
+        raise UsageError(f"{where} does not exist; {what}")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"{where} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise UsageError(f"{where} cannot be read ({err.strerror or err}); {what} you can read") from None
 
 
 def yaml_load(text: str) -> Any:
@@ -386,7 +418,10 @@ def yaml_load(text: str) -> Any:
     try:
         return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as err:
-        raise ValueError(str(err)) from None
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{problem}{at}") from None
 
 
 def config_keys() -> list[str]:
