@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from medtune.data import DataError, Rejection, VQARecord, read_reports, read_vqa
+from medtune.data.hf_vqa import is_saved_dataset
 from medtune.data.splits import file_split
 from medtune.data.tasks import Task, detect_task
 from medtune.data.vqa import detect_layout
@@ -83,21 +85,25 @@ def eval_layout(source: Path, eval_source: Path, layout: dict) -> dict:
 
 
 def check_held_out(dataset: Path, task: Task, split: str) -> None:
-    """Raise a UsageError when dataset is one VQA file named for no split: its test (or validation) split
-    would be its own training data.
+    """Raise a UsageError when dataset is one VQA file named for no split, or one saved Dataset (not a
+    DatasetDict): its test (or validation) split would be its own training data.
 
     (A VQA-RAD JSON holds both splits, by phrase_type; a file named test.json or train-0.parquet is its split.)
     """
-    if task != "vqa" or not dataset.is_file() or file_split(dataset) is not None:
+    if task != "vqa":
         return
-    if detect_layout(dataset) in ("slake", "llava", "llava-med", "hf"):
+    lone_table = is_saved_dataset(dataset) and not (dataset / "dataset_dict.json").is_file()
+    if not lone_table and (not dataset.is_file() or file_split(dataset) is not None):
+        return
+    if lone_table or detect_layout(dataset) in ("slake", "llava", "llava-med", "hf"):
         todo = (
             "pass the test data with --eval-dataset PATH, or --no-eval --no-eval-before to train without scoring"
             if split == "test"
             else "drop --eval-every, or pass a folder that holds a validation split"
         )
+        what = "one saved Dataset, not a DatasetDict" if lone_table else "one file with no split in its name"
         raise UsageError(
-            f"--dataset {dataset} is one file with no split in its name, so it has no {split} split apart "
+            f"--dataset {dataset} is {what}, so it has no {split} split apart "
             f"from the training data; {todo}"
         )
 
@@ -136,3 +142,58 @@ def check_generation_flags(batch_size: int, temperature: float, max_new_tokens: 
         raise UsageError(f"--temperature must be 0 (greedy) or a positive, finite number, got {temperature}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+
+
+def in_memory(value: object) -> bool:
+    """Return whether value is a datasets.Dataset or DatasetDict (checked without importing datasets)."""
+    return type(value).__module__.split(".")[0] == "datasets" and type(value).__name__ in (
+        "Dataset",
+        "DatasetDict",
+    )
+
+
+def saved_dataset(data, columns: str | None = None, image_folder: str | None = None) -> str:
+    """Return a save_to_disk folder holding in-memory ``data`` (a Dataset or DatasetDict), written once per content.
+
+    A run records its settings as JSON and resumes from them, so data handed to the Python API gets a
+    path: a folder under the medtune cache named by the datasets fingerprint, which the second run with
+    the same data finds instead of writing it again. Image columns of the Image feature are stored as
+    bytes; a column of image paths relative to the working directory is made absolute first (without
+    --image-folder, a Dataset's paths are read from where the caller stands, a saved folder's from itself).
+    """
+    import datasets
+
+    from medtune.data.demo import cache_dir
+    from medtune.data.hf_vqa import parse_columns
+
+    splits = data if isinstance(data, datasets.DatasetDict) else {"": data}
+    digest = hashlib.sha256()
+    for name, table in sorted(splits.items()):
+        digest.update(f"{name}:{table._fingerprint};".encode())
+    image = parse_columns(columns).get("image", "image")
+    if image_folder is None:
+        digest.update(f"cwd:{Path.cwd()}".encode())
+    target = cache_dir() / "datasets" / f"in-memory-{digest.hexdigest()[:16]}"
+    if target.is_dir():
+        return str(target)
+
+    def absolute(table: datasets.Dataset) -> datasets.Dataset:
+        feature = table.features.get(image)
+        if image_folder is not None or getattr(feature, "dtype", None) not in ("string", "large_string"):
+            return table
+        return table.map(
+            lambda rows: {image: [str(Path(p).expanduser().absolute()) if p else p for p in rows[image]]},
+            batched=True,
+            desc="image paths made absolute",
+        )
+
+    # A lone Dataset is training data: saved as the train split, so no test split is read from it silently.
+    data = datasets.DatasetDict({name or "train": absolute(table) for name, table in splits.items()})
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    data.save_to_disk(str(tmp))
+    try:
+        tmp.rename(target)
+    except OSError:  # another process saved the same data meanwhile: its copy is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
