@@ -32,6 +32,23 @@ def _token_id(tokenizer, token: str) -> int | None:
     return tid
 
 
+def prompt_bos(tokenizer, template: PromptTemplate) -> str:
+    """Return the BOS text a prompt's text starts with: "" where the template wants none or the tokenizer adds it.
+
+    A LLaMA-style tokenizer puts BOS before every text it encodes; writing it in the text as well would give the
+    served prompt two. The exported chat template writes exactly this text, so both sides agree.
+    """
+    if not template.add_bos or tokenizer.bos_token is None:
+        return ""
+    adds_bos = tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    return "" if adds_bos else tokenizer.bos_token
+
+
+def _ending_in(offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
+    """Return the indices of the tokens that end inside characters (start, end]; zero-width tokens end nowhere."""
+    return [i for i, (s, e) in enumerate(offsets) if start < e <= end and s < e]
+
+
 def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
     width = max(len(r) for r in rows)
     padded = [
@@ -74,6 +91,11 @@ class LlavaCollator:
             raise ValueError(f"template {template.name!r} has no image placeholder; LLaVA needs one.")
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                "the LLaVA collator needs a fast tokenizer (one backed by the tokenizers library), which "
+                "reports where each token sits in the text; load the checkpoint's tokenizer with AutoTokenizer."
+            )
         self.tokenizer, self.image_processor, self.template = tokenizer, image_processor, template
         self.num_image_tokens, self.max_length, self.train = num_image_tokens, max_length, train
         # Generation continues from the last prompt token, so prompts must end flush right.
@@ -96,26 +118,45 @@ class LlavaCollator:
                     "own tokenizer, which has them."
                 )
             self.image_ids = [start_end[0], *self.image_ids, start_end[1]]
-        eos_text = tokenizer.eos_token or template.eos
-        eos_id = _token_id(tokenizer, eos_text)
-        self.eos_ids = [eos_id] if eos_id is not None else self._ids(eos_text)
-        self.bos_ids = (
-            [tokenizer.bos_token_id] if template.add_bos and tokenizer.bos_token_id is not None else []
-        )
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[-1]
+        self.image_token = image_token
+        self.eos_text = tokenizer.eos_token or template.eos
+        self.bos_text = prompt_bos(tokenizer, template)
+        # Without a pad token, rows are padded with EOS (masked out by attention_mask and labels).
+        eos_ids = tokenizer(self.eos_text, add_special_tokens=False)["input_ids"]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[-1]
         self.rng = random.Random(seed)
         self.truncated = 0
         self.truncated_ids: list[str] = []
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    def render(
+        self, turns: Sequence[tuple[str, str | None]]
+    ) -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
+        """Return (the conversation's text, the last question's (start, end) characters, each answer's).
 
-    def _ids_with_image(self, text: str) -> list[int]:
-        pieces = text.split(self.template.image_placeholder)
-        ids = self._ids(pieces[0])
-        for piece in pieces[1:]:
-            ids += self.image_ids + self._ids(piece)
-        return ids
+        The text is what the exported chat template renders (BOS, image placeholder as the image token, answers
+        with their end-of-turn marker); an answer's characters include that marker.
+        """
+        text, question, answers = self.bos_text, (0, 0), []
+        for k, (q, a) in enumerate(turns):
+            head, q, tail = self.template.prompt_parts(q) if k == 0 else self.template.turn_parts(q)
+            head, tail = (
+                part.replace(self.template.image_placeholder, self.image_token) for part in (head, tail)
+            )
+            question = (len(text) + len(head), len(text) + len(head) + len(q))
+            text += head + q + tail
+            if a is not None:
+                body = self.template.answer_body(a) + self.eos_text
+                answers.append((len(text), len(text) + len(body)))
+                text += body
+        return text, question, answers
+
+    def _tokens(self, text: str) -> tuple[list[int], list[tuple[int, int]], int]:
+        """Return (ids, character offsets, length once each image token is expanded) of the whole text."""
+        # With the tokenizer's own special tokens (BOS where it adds one), as a processor encodes a served prompt.
+        encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        extra = ids.count(self.image_token_id) * (len(self.image_ids) - 1)
+        return ids, [tuple(o) for o in encoded["offset_mapping"]], len(ids) + extra
 
     def encode(
         self,
@@ -128,39 +169,72 @@ class LlavaCollator:
 
         history holds the conversation's earlier (question, answer) turns: they come first, as LLaVA trains
         a conversation, and every answer is supervised while every prompt (and the image) is masked.
+
+        The ids are the whole conversation's text tokenised at once, as a user's processor tokenises what the
+        exported chat template renders: a SentencePiece tokenizer marks word starts by what precedes them, so
+        pieces tokenised apart (template, question, answer) would not give the same ids. Answers are found by
+        their characters: a token is supervised when it ends inside an answer (as the chat-template collator
+        does), which for medtune's templates (answers start with a space, turns end with the EOS token) is
+        exactly the answer's own tokens, and the training prompt is then the inference prompt token for token.
         """
         turns = [*((q, a) for q, a in history), (question, answer)]
-        parts = []  # per turn: prompt head, question, prompt tail, answer ids
-        for k, (q, a) in enumerate(turns):
-            head, q, tail = self.template.prompt_parts(q) if k == 0 else self.template.turn_parts(q)
-            answer_ids = self._ids(self.template.answer_body(a)) + self.eos_ids if a is not None else []
-            parts.append((self._ids_with_image(head), self._ids(q), self._ids_with_image(tail), answer_ids))
-        fixed = len(self.bos_ids) + sum(len(h) + len(t) + len(a) for h, _, t, a in parts)
-        fixed += sum(len(q) for _, q, _, _ in parts[:-1])
-        question_ids = parts[-1][1]
-        budget = self.max_length - fixed
-        if budget < 0:
+        text, (start, end), answers = self.render(turns)
+        ids, offsets, length = self._tokens(text)
+        # The question's tokens are found by their characters in the one tokenisation that is served: the head,
+        # or head and question, tokenised alone is no prefix of it under SentencePiece (a space before the
+        # question is a piece of its own there, part of the question's first piece in the whole text).
+        asked = _ending_in(offsets, start, end)
+        fixed = length - len(asked)
+        if fixed > self.max_length:
             raise too_long(
                 sample_id,
                 f"the image tokens, template, earlier turns and answers alone take {fixed} tokens, more than "
                 f"the {self.max_length} a sample may have",
             )
-        if len(question_ids) > budget:
+        if length > self.max_length:
+            ids, offsets, answers, kept = self._cut_question(
+                sample_id, turns, text, start, asked, offsets, length
+            )
             warnings.warn(
-                f"sample {sample_id!r}: question cut from {len(question_ids)} to {budget} tokens "
+                f"sample {sample_id!r}: question cut from {len(asked)} to {kept} tokens "
                 f"to fit max_length={self.max_length}.",
                 stacklevel=3,
             )
             self.truncated += 1
             self.truncated_ids.append(sample_id)
-            question_ids = question_ids[:budget]
-        parts[-1] = (parts[-1][0], question_ids, parts[-1][2], parts[-1][3])
-        ids, labels = list(self.bos_ids), [IGNORE_INDEX] * len(self.bos_ids)
-        for head_ids, q_ids, tail_ids, answer_ids in parts:
-            prompt_ids = head_ids + q_ids + tail_ids
-            ids += prompt_ids + answer_ids
-            labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-        return ids, labels
+        supervised = {i for a_start, a_end in answers for i in _ending_in(offsets, a_start, a_end)}
+        input_ids, labels = [], []
+        for i, tid in enumerate(ids):
+            if tid == self.image_token_id:  # one image token stands for the image's positions
+                input_ids += self.image_ids
+                labels += [IGNORE_INDEX] * len(self.image_ids)
+            else:
+                input_ids.append(tid)
+                labels.append(tid if i in supervised else IGNORE_INDEX)
+        return input_ids, labels
+
+    def _cut_question(self, sample_id, turns, text, start, asked, offsets, length):
+        """Return (ids, offsets, answer characters, question tokens kept) of the conversation, its last question cut.
+
+        The question is cut at a token boundary of the whole text's tokens and the shortened text is tokenised
+        again, as it would be served; where the shorter question re-tokenises into more tokens, fewer are kept
+        until it fits. Each pass keeps fewer characters, so this ends.
+        """
+        keep = len(asked)
+        while length > self.max_length:
+            if keep == 0:
+                raise too_long(
+                    sample_id,
+                    f"the prompt without its question takes {length} tokens, more than the "
+                    f"{self.max_length} a sample may have",
+                )
+            keep = max(0, keep - (length - self.max_length))
+            cut = offsets[asked[keep - 1]][1] if keep else start
+            cut_text, (cut_start, cut_end), answers = self.render(
+                [*turns[:-1], (text[start:cut], turns[-1][1])]
+            )
+            ids, cut_offsets, length = self._tokens(cut_text)
+        return ids, cut_offsets, answers, len(_ending_in(cut_offsets, cut_start, cut_end))
 
     def __call__(self, records: list[VQARecord | ReportRecord]) -> dict:
         """Return input_ids/attention_mask/labels (batch, seq), pixel_values (batch, 3, H, W) and qids."""

@@ -16,6 +16,7 @@ import torch
 
 from medtune.core_models import Built, get_preset
 from medtune.data import get_template
+from medtune.data.collators import prompt_bos
 from medtune.data.run_files import CONFIG
 from medtune.data.templates import PromptTemplate
 from medtune.tuning.adapter import read_manifest
@@ -60,18 +61,28 @@ def merged_model(adapter: Path, model_path: str | None = None) -> Built:
     return built
 
 
-def chat_template(template: PromptTemplate) -> str:
+def chat_template(template: PromptTemplate, *, bos: bool | None = None) -> str:
     """Return a Jinja chat template rendering ``template``'s prompt exactly as medtune's collator builds it.
 
     One image per conversation, where the template puts it; the question is the user's text with whitespace
-    collapsed and stray image placeholders removed (what ``PromptTemplate.prompt_parts`` does). Literal text is
-    written as quoted expressions, so Jinja's whitespace rules (trim_blocks, lstrip_blocks) cannot touch it.
+    collapsed and stray image placeholders removed (what ``PromptTemplate.prompt_parts`` does); later user turns
+    take the template's turn format, as the collator writes a conversation's history. ``bos`` says whether the
+    text starts with the BOS token (default: where the template has one); pass False for a tokenizer that adds
+    BOS itself (``prompt_bos``), or a served prompt would start with two. Literal text is written as quoted
+    expressions, so Jinja's whitespace rules (trim_blocks, lstrip_blocks) cannot touch it.
     """
     if template.image_placeholder is None:
         raise ValueError(f"template {template.name!r} has no image placeholder; it has no chat template")
     head, tail = (json.dumps(part) for part in template.prompt_format.split("{question}"))
     answer_head, answer_tail = (json.dumps(part) for part in template.answer_format.split("{answer}"))
     placeholder = json.dumps(template.image_placeholder)
+    question = f"{{{{ (ns.text | replace({placeholder}, ' ')).split() | join(' ') }}}}"
+    if template.turn_format is None:
+        no_turns = json.dumps(f"template {template.name!r} has no format for a later user turn")
+        later = f"{{{{ raise_exception({no_turns}) }}}}"
+    else:
+        turn_head, turn_tail = (json.dumps(part) for part in template.turn_format.split("{question}"))
+        later = f"{{{{ {turn_head} }}}}{question}{{{{ {turn_tail} }}}}"
     text = (
         "{% set ns = namespace(text='') %}"
         "{% if message['content'] is string %}{% set ns.text = message['content'] %}"
@@ -79,11 +90,14 @@ def chat_template(template: PromptTemplate) -> str:
         "{% set ns.text = ns.text + ' ' + part['text'] %}{% endfor %}{% endif %}"
     )
     return (
-        ("{{ bos_token }}" if template.add_bos else "")
+        ("{{ bos_token }}" if (template.add_bos if bos is None else bos) else "")
+        + "{% set turn = namespace(first=true) %}"
         + "{% for message in messages %}"
         + text
-        + "{% if message['role'] == 'user' %}"
-        + f"{{{{ {head} }}}}{{{{ (ns.text | replace({placeholder}, ' ')).split() | join(' ') }}}}{{{{ {tail} }}}}"
+        + "{% if message['role'] == 'user' and turn.first %}"
+        + f"{{{{ {head} }}}}{question}{{{{ {tail} }}}}"
+        + "{% set turn.first = false %}"
+        + f"{{% elif message['role'] == 'user' %}}{later}"
         + "{% elif message['role'] == 'assistant' %}"
         + f"{{{{ {answer_head} }}}}{{{{ ns.text | trim }}}}{{{{ {answer_tail} }}}}{{{{ eos_token }}}}"
         + "{% endif %}{% endfor %}"
@@ -122,7 +136,7 @@ def write_processor(built: Built, folder: Path) -> None:
         # CLIP towers put a CLS token before the patches; the "default" strategy drops it again.
         num_additional_image_tokens=1,
         image_token=built.tokenizer.convert_ids_to_tokens(config.image_token_index),
-        chat_template=chat_template(template),
+        chat_template=chat_template(template, bos=bool(prompt_bos(built.tokenizer, template))),
     )
     processor.save_pretrained(folder)
 
