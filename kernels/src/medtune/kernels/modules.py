@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medtune.kernels.layer_norm import layer_norm, layer_norm_reference
-from medtune.kernels.rms_norm import rms_norm, rms_norm_reference
+from medtune.kernels.ops.layer_norm import layer_norm, layer_norm_reference
+from medtune.kernels.ops.rms_norm import rms_norm, rms_norm_reference
 
 
 class FusedLayerNorm(nn.Module):
