@@ -29,6 +29,7 @@ from medtune.tuning.adapter import save_adapter
 from medtune.tuning.apply import Tuned, apply_paradigm
 from medtune.tuning.methods import METHODS, MethodOptions
 from medtune.tuning.paradigm import Paradigm
+from medtune.tuning.train import training_step
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
@@ -131,8 +132,7 @@ def quantize_frozen(tuned: Tuned) -> None:
 def step(c: Contender, batch: dict, device: torch.device) -> None:
     """One training step: forward, backward, optimizer step (gradients freed first)."""
     c.optimizer.zero_grad(set_to_none=True)
-    loss = c.tuned.model(**batch).loss
-    loss.backward()
+    training_step(c.tuned.model, batch)
     c.optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from medtune.tuning.train import training_step
+
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
 COLUMNS = ["device", "torch", "preset", "method", "four_bit", "batch", "seq_len", "steps", "p20_ms", "p50_ms",
@@ -40,6 +42,7 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
     from medtune.tuning.apply import apply_paradigm
     from medtune.tuning.memory import plan_memory
     from medtune.tuning.paradigm import Paradigm
+    from medtune.tuning.train_setup import enable_checkpointing
 
     sys.path.insert(0, str(HERE))
     from bench_methods import synthetic_batch
@@ -53,10 +56,7 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
     plan = plan_memory(tuned, batch=1, seq_len=seq, four_bit=True, grad_checkpointing=True)
     report = quantize_frozen(tuned.model, tuned.trainable)  # QLoRA's setting: every frozen linear in NF4
     model = tuned.model
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 renamed it
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)  # non-reentrant, as `medtune train --gradient-checkpointing`
     model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -75,9 +75,11 @@ def build(preset: str, method: str, seq_text: int, device: torch.device):
 def step(model, opt, batch, device: torch.device) -> None:
     """One step: bf16 autocast forward (GPU), backward, AdamW; synchronised so the clock sees the GPU work."""
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        loss = model(**batch).loss
-    loss.backward()
+    training_step(
+        model,
+        batch,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+    )
     opt.step()
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -15,7 +15,7 @@ from medtune.tuning.checkpoint import check_free_space
 from medtune.tuning.cli import main
 from medtune.tuning.errors import UsageError
 from medtune.tuning.paradigm import Paradigm
-from medtune.tuning.train import enable_checkpointing
+from medtune.tuning.train_setup import enable_checkpointing
 
 FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2"]
 

@@ -43,7 +43,8 @@ from medtune.data.demo import DEMO_SETS
 from medtune.tuning.batches import make_collator
 from medtune.tuning.datasets import format_scores
 from medtune.tuning.evaluate import evaluate
-from medtune.tuning.train import seed_everything
+from medtune.tuning.train import training_step
+from medtune.tuning.train_setup import seed_everything
 
 
 def demo_tokenizer():
@@ -107,8 +108,7 @@ def pretrain_demo_base(preset: str, out: Path, *, epochs: float, lr: float, seed
     while step < steps:
         for batch in loader:
             batch.pop("qids", None)
-            loss = model(**batch).loss
-            loss.backward()
+            loss = training_step(model, batch)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
