@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune.data.llava_json import read_llava_file
+from medtune.data.llava_json import read_llava_file, read_question_file
 from medtune.data.mimic import read_mimic
 from medtune.data.openi import read_openi_xml_folder
 from medtune.data.r2gen import read_r2gen_annotation
@@ -90,6 +90,10 @@ def _corrupt(path: Path, rng: random.Random) -> str:
         parsed = _json_corruption(json.loads(data), rng)
         path.write_text(json.dumps(parsed, ensure_ascii=False), encoding="utf-8")
         return "json"
+    if path.suffix == ".jsonl" and rng.random() < 0.6:
+        lines = _json_corruption([json.loads(line) for line in data.splitlines()], rng)
+        path.write_text("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in lines), encoding="utf-8")
+        return "jsonl"
     path.write_bytes(_byte_corruption(data, rng))
     return "bytes"
 
@@ -159,6 +163,27 @@ def _llava(root: Path, b):
     return path, lambda log: read_llava_file(path, log), False  # one row may hold several turn pairs
 
 
+def _llava_med(root: Path, b):
+    lines = [
+        {"question_id": 11, "image": "a.jpg", "text": "Is there a mass?\n<image>", "answer": "No"},
+        {"question_id": 12, "image": "b.jpg", "text": "What organ?", "gpt4_answer": "The liver."},
+        {
+            "question_id": 13,
+            "image": "a.jpg",
+            "text": "Which side?",
+            "gt_answer": "left",
+            "answer_type": "OPEN",
+        },
+        {"question_id": 14, "image": "b.jpg", "text": "<image>\nIs it normal?", "answer": "yes"},
+    ]
+    for name in ("a.jpg", "b.jpg"):
+        b.make_image(root / "images" / name, fmt="JPEG")
+    path = root / "llava_med_eval_qa50_qa.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    folder = root / "images"
+    return path, lambda log: read_question_file(path, log, folder, confined=True), True
+
+
 def _r2gen(root: Path, b):
     b.build_r2gen(root)
     path = root / "annotation.json"
@@ -185,6 +210,7 @@ READERS = {
     "slake": _slake,
     "vqa-rad": _vqarad,
     "llava": _llava,
+    "llava-med": _llava_med,
     "r2gen": _r2gen,
     "openi": _openi,
     "mimic": _mimic,

@@ -12,16 +12,20 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets.data_files import DataFilesDict, get_data_patterns
+from datasets.exceptions import DatasetsError
 from datasets.fingerprint import Hasher
 
 from medtune.data.llava_json import infer_answer_type
-from medtune.data.record_checks import build_vqa_record, outside_reason
-from medtune.data.records import OnInvalid, RejectionLog, VQARecord
+from medtune.data.record_checks import as_text, build_vqa_record, file_error, outside_reason, read_json_file
+from medtune.data.records import DataError, OnInvalid, RejectionLog, VQARecord
 from medtune.data.run_files import write_text_atomic
 from medtune.data.splits import SPLIT_NAMES, LayoutError, file_split, missing_split, require_file_split
 
@@ -34,6 +38,21 @@ _MAPPED = datasets.Features(
         for name in ("qid", "image", "question", "answer", "answer_type", "extra", "problem_field", "problem")
     }
 )
+# What datasets and pyarrow raise for files they cannot parse: a truncated or corrupt parquet, Arrow or
+# state file, features metadata that names no type, columns that do not match their declared features.
+_UNREADABLE = (
+    pa.ArrowException,
+    DatasetsError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+)
+# While mapping, only a read of the table itself can fail this way (a string column of an unchecked
+# Arrow file may hold bytes that are not UTF-8); medtune's own code is not masked.
+_UNREADABLE_ROWS = (pa.ArrowException, DatasetsError, OSError, UnicodeDecodeError)
 
 
 def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -104,7 +123,14 @@ def load_hf(
         return source
     cache = str(cache_dir) if cache_dir is not None else None
     if is_saved_dataset(source):
-        return datasets.load_from_disk(str(source))
+        _check_saved_json(source)
+        with _unreadable(source):
+            saved = datasets.load_from_disk(str(source))
+            # The Arrow files are mapped as they are on disk, unchecked: a corrupt offset would read
+            # out of bounds later, so every buffer and string is checked once here (cheap next to a read).
+            for table in saved.values() if isinstance(saved, datasets.DatasetDict) else [saved]:
+                table.data.table.validate(full=True)
+            return saved
     files = {file_split(source) or "train": [str(source)]} if source.is_file() else hub_data_files(source)
     if not files:
         raise LayoutError(
@@ -117,7 +143,54 @@ def load_hf(
             None,
             f"mixes data formats ({', '.join(sorted(kinds))}); keep one format per dataset folder.",
         )
-    return datasets.load_dataset(kinds.pop(), data_files=files, cache_dir=cache)
+    kind = kinds.pop()
+    if kind == "parquet":
+        _check_parquet([Path(p) for paths in files.values() for p in paths])
+    with _unreadable(source):
+        return datasets.load_dataset(kind, data_files=files, cache_dir=cache)
+
+
+def _check_saved_json(folder: Path) -> None:
+    """Raise a DataError naming the file when a save_to_disk folder's JSON (state, info, splits) does not parse."""
+    names = ("dataset_dict.json", "state.json", "dataset_info.json")
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*/*.json")]):
+        if path.name in names and not isinstance(read_json_file(path), dict):
+            raise file_error(
+                path, "is not the JSON object datasets' save_to_disk writes; save the dataset again."
+            )
+
+
+def _check_parquet(paths: list[Path]) -> None:
+    """Raise a DataError naming the parquet file whose footer does not parse, or that holds no rows.
+
+    Reading the footers is cheap, and it names the very file; datasets cannot read an empty parquet file
+    at all (it fails every split of the folder), so that is said here too.
+    """
+    for path in paths:
+        with _unreadable(path):
+            rows = pq.read_metadata(path).num_rows
+        if rows == 0:
+            raise LayoutError(
+                path, None, "is a parquet file with no rows; remove it, or write the split's rows into it."
+            )
+
+
+@contextmanager
+def _unreadable(where: object, errors: tuple[type[Exception], ...] = _UNREADABLE) -> Iterator[None]:
+    """Turn datasets' or pyarrow's failure to parse the data files under where into a LayoutError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except errors as err:
+        cause = err.__cause__ if isinstance(err, DatasetsError) and err.__cause__ is not None else err
+        detail = " ".join(str(cause).split())[:300] or "no detail"
+        raise LayoutError(
+            where,
+            None,
+            f"cannot be read as a datasets table ({type(cause).__name__}: {detail}); a data file may be "
+            "truncated or corrupt, so re-download or re-export it.",
+        ) from None
 
 
 def select_split(
@@ -169,12 +242,46 @@ def _stored_image(data: bytes, name: str | None, store: Path) -> Path:
 
 
 def _text(value: object) -> str:
-    """Return a cell as text: '' for a missing one (None, or the NaN a CSV reader gives an empty cell)."""
+    """Return a cell as text: '' for a missing one (None, or the NaN a CSV reader gives an empty cell).
+
+    Numbers and booleans read as the JSON readers read them (3.0 -> '3', true -> 'yes').
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    text = as_text(value)
+    return str(value) if text is None else text
+
+
+def _cell_problem(cell: object, column: str, field: str) -> str | None:
+    """Return why a question or answer cell is no text (a list, struct, bytes, an infinite number), or None."""
+    kind = {list: "list", dict: "struct", bytes: "bytes"}.get(type(cell))
+    if kind is not None:
+        return (
+            f"the {column!r} cell is a {kind}, not text; map {field} to a column of strings (--columns), "
+            "or flatten the table first."
+        )
+    if isinstance(cell, float) and math.isinf(cell):
+        return f"the {column!r} cell is the number {cell}, which is not text; fix or remove the row."
+    return None
+
+
+def _image_cell(value: object) -> tuple[str | None, bytes | None, str | None]:
+    """Return (path, bytes, problem) of an image cell: {bytes, path}, bytes, or a path string."""
+    if isinstance(value, dict):
+        name, data = value.get("path"), value.get("bytes")
+        name = name if isinstance(name, str) and name else None
+        data = data if isinstance(data, bytes) and data else None
+    elif isinstance(value, bytes):
+        name, data = None, value or None
+    elif isinstance(value, str):
+        name, data = value or None, None
+    elif value is None:
+        name, data = None, None
+    else:
+        return None, None, f"the image cell is {type(value).__name__}, not image bytes or a path."
+    if data is None and name is None:
+        return None, None, "the record has no image (neither bytes nor a path)."
+    return name, data, None
 
 
 def vqa_columns(
@@ -191,32 +298,18 @@ def vqa_columns(
     out: dict[str, list] = {name: [] for name in _MAPPED}
     extra_columns = [c for c in batch if c not in columns.values()]
     for k, index in enumerate(indices):
-        value = batch[columns["image"]][k]
-        name, data = (value.get("path"), value.get("bytes")) if isinstance(value, dict) else (None, None)
-        if isinstance(value, bytes):
-            data = value
-        elif isinstance(value, str):
-            name = value
-        image, field, problem = "", "", ""
-        if data:
+        name, data, problem = _image_cell(batch[columns["image"]][k])
+        image, field = "", "image" if problem else ""
+        if data is not None:
             image = str(_stored_image(data, name, Path(store)))
-        elif name:
+        elif name is not None:
             path = Path(folder) / name
             problem = (outside_reason(Path(folder), path) if confined else None) or ""
             image, field = str(path), "image" if problem else ""
-        else:
-            field, problem = "image", "the record has no image (neither bytes nor a path)."
         for text_field in ("question", "answer"):
-            cell = batch[columns[text_field]][k]
-            if not problem and isinstance(cell, list | dict | bytes):
-                kind = {list: "list", dict: "struct", bytes: "bytes"}[type(cell)]
-                field, problem = (
-                    text_field,
-                    (
-                        f"the {columns[text_field]!r} cell is a {kind}, not text; map {text_field} to a column "
-                        "of strings (--columns), or flatten the table first."
-                    ),
-                )
+            cell_problem = _cell_problem(batch[columns[text_field]][k], columns[text_field], text_field)
+            if not problem and cell_problem is not None:
+                field, problem = text_field, cell_problem
         qid_column = columns.get("qid")
         answer_type = columns.get("answer_type")
         out["qid"].append(str(batch[qid_column][k]) if qid_column else f"{split}-{index}")
@@ -225,11 +318,12 @@ def vqa_columns(
         out["answer"].append(_text(batch[columns["answer"]][k]))
         out["answer_type"].append(_text(batch[answer_type][k]) if answer_type else "")
         extra = {c: batch[c][k] for c in extra_columns if not isinstance(batch[c][k], bytes)}
-        if data and name:  # the stored file is named by its content; keep the name the table gave it
+        # the stored file is named by its content: keep the name the table gave it
+        if data is not None and name is not None:
             extra["image_name"] = name
         out["extra"].append(json.dumps(extra, ensure_ascii=False, default=str))
         out["problem_field"].append(field)
-        out["problem"].append(problem)
+        out["problem"].append(problem or "")
     return out
 
 
@@ -287,11 +381,12 @@ def hf_vqa_dataset(
             **options,
         )
 
-    mapped = run(True)
-    if "cache_file_name" in options and not all(
-        os.path.exists(p) for p in mapped["image"] if p.startswith(kwargs["store"])
-    ):  # the image store was cleaned after the table was cached: write the images again
-        mapped = run(False)
+    with _unreadable(where, _UNREADABLE_ROWS):  # Arrow is read lazily: a corrupt buffer shows only now
+        mapped = run(True)
+        if "cache_file_name" in options and not all(
+            os.path.exists(p) for p in mapped["image"] if p.startswith(kwargs["store"])
+        ):  # the image store was cleaned after the table was cached: write the images again
+            mapped = run(False)
     return mapped
 
 

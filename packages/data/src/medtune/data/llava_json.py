@@ -9,6 +9,7 @@ from pathlib import Path
 from medtune.data.record_checks import (
     as_text,
     build_vqa_record,
+    file_error,
     load_json_list,
     missing_field,
     normalise_answer,
@@ -22,6 +23,8 @@ _HUMAN = ("human", "user")
 _GPT = ("gpt", "assistant")
 # Where LLaVA-Med question files keep a reference answer, in the order looked for.
 QUESTION_FILE_ANSWERS = ("answer", "gpt4_answer", "gt_answer")
+# Stands for a JSON Lines line already rejected; a line reading `null` is a record to reject, not this.
+_REJECTED_LINE = object()
 
 
 def _strip_placeholder(text: str) -> str:
@@ -125,18 +128,33 @@ def read_llava_json(
 
 
 def _jsonl_rows(path: Path, log: RejectionLog) -> list:
-    """Return the objects of a JSON Lines file, one per non-blank line; a line that does not parse is rejected."""
+    """Return the values of a JSON Lines file, one per non-blank line (_REJECTED_LINE for a rejected line).
+
+    Each line is decoded on its own, so a line with bytes that are not UTF-8, or that does not parse,
+    is one record error naming its line, and the others are still read.
+    """
+    try:
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    except OSError as e:
+        raise file_error(path, f"cannot be read ({e.strerror or e}).") from None
+    lines = [(n, line) for n, line in enumerate(data.split(b"\n")) if line.strip()]
+    log.saw(len(lines))
     rows: list = []
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                log.reject(path, number, None, None, f"line {number + 1} is not valid JSON ({e.msg}).")
-                rows.append(None)
-    log.saw(len(rows))
+    for index, (number, raw) in enumerate(lines):
+        try:
+            rows.append(json.loads(raw.decode("utf-8")))
+            continue
+        except UnicodeDecodeError as e:
+            reason = (
+                f"line {number + 1} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start} "
+                "of the line); re-save the file as UTF-8."
+            )
+        except json.JSONDecodeError as e:
+            reason = f"line {number + 1} is not valid JSON ({e.msg} at column {e.colno})."
+        except RecursionError:
+            reason = f"line {number + 1} nests JSON too deeply to be a question."
+        log.reject(path, index, None, None, reason)
+        rows.append(_REJECTED_LINE)
     return rows
 
 
@@ -152,7 +170,7 @@ def read_question_file(
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(_jsonl_rows(path, log)):
-        if row is None:
+        if row is _REJECTED_LINE:
             continue
         rid = row.get("question_id") if isinstance(row, dict) else None
         absent = missing_field(row, ("question_id", "image", "text"))
@@ -179,6 +197,8 @@ def read_question_file(
         image = folder / str(row["image"])
         extra = {k: v for k, v in row.items() if k not in ("question_id", "image", "text", "answer_type")}
         answer, answer_type = row[answer_field], row.get("answer_type")
+        text = as_text(row["text"])  # a list or NaN goes on as it is, for the record check to reject
+        question = _strip_placeholder(text) if text is not None else row["text"]
         if answer_type is None:
             answer_type = infer_answer_type(str(answer))
             extra["answer_type_inferred"] = True
@@ -188,7 +208,7 @@ def read_question_file(
             index,
             str(row["question_id"]),
             image,
-            _strip_placeholder(str(row["text"])),
+            question,
             answer,
             answer_type,
             "llava-med",
