@@ -12,6 +12,7 @@ from medtune.data import ReportRecord, VQARecord
 from medtune.data.tasks import answer_fields
 from medtune.eval import generate_answers, score_predictions, write_eval_outputs
 from medtune.tuning.batches import make_collator
+from medtune.tuning.errors import UsageError
 from medtune.tuning.run_dir import check_free_space
 
 
@@ -72,15 +73,22 @@ def evaluate(
             tokenizer=built.tokenizer,
             bertscore_model=bertscore_model,
         )
-    return write_eval_outputs(
-        out_dir,
-        predictions=predictions,
-        dataset=dataset,
-        split=split,
-        tokenizer=built.tokenizer,
-        bertscore_model=bertscore_model,
-        **fields,
-    )
+    try:
+        return write_eval_outputs(
+            out_dir,
+            predictions=predictions,
+            dataset=dataset,
+            split=split,
+            tokenizer=built.tokenizer,
+            bertscore_model=bertscore_model,
+            **fields,
+        )
+    except OSError as err:  # the disk filled during the write, or the folder is read-only
+        raise UsageError(
+            f"cannot write the predictions and scores in {out_dir} ({err.strerror or err}); free some space "
+            "there or pass a folder you can write to, then score the run again with `medtune eval` "
+            "(no half-written file was left)"
+        ) from None
 
 
 def predictions_bytes(records: list, generation: dict) -> int:
