@@ -44,6 +44,9 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path, demo
         [*cmd, "--output-dir", str(tmp_path / "ddp")], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # The settings and the summary are said once, not again by each launched process.
+    assert done.stdout.count("medtune train llava ln |") == 1, done.stdout
+    assert done.stdout.count("== summary ==") == 1, done.stdout
     assert main([*RUN, "--batch-size", "4", "--output-dir", str(tmp_path / "one")]) == 0
     ddp_losses, ddp_tensors = curve_and_tensors(tmp_path / "ddp")
     one_losses, one_tensors = curve_and_tensors(tmp_path / "one")

@@ -181,18 +181,18 @@ def run(args: argparse.Namespace) -> int:
         # medtune shards the model itself (FSDP2 per decoder layer, tested); accelerate's own wrapping
         # of a prepared model is not used, so the shipped FSDP config means --fsdp.
         overrides["fsdp"] = True
-        print(f"{args.accelerate_config.name} asks for FSDP: medtune shards the model itself, as with --fsdp")
+        say(f"{args.accelerate_config.name} asks for FSDP: medtune shards the model itself, as with --fsdp")
     cfg = resolve_config(args.family, args.method, preset, str(paradigm), overrides)
-    print(
+    say(
         f"medtune train {cfg.family} {cfg.method} | preset {cfg.preset} | paradigm {cfg.paradigm} | recipe {cfg.recipe}"
     )
-    print(
+    say(
         f"  lr {cfg.lr:g}, {cfg.scheduler} schedule, warm-up {cfg.warmup_ratio:g}, weight decay {cfg.weight_decay:g}, "
         f"batch {cfg.batch_size} x {cfg.grad_accum}, {cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'}, "
         f"seed {cfg.seed}"
     )
     if tuple(cfg.report_to) != check_trackers(cfg.report_to):
-        print("  tensorboard is not installed: metrics.jsonl only (pip install 'medtune[tensorboard]')")
+        say("  tensorboard is not installed: metrics.jsonl only (pip install 'medtune[tensorboard]')")
     if args.resume is not None and not args.resume.is_dir():
         raise UsageError(
             f"--resume {args.resume} does not exist; pass the run directory of the run to continue"
@@ -209,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     except FloatingPointError as err:  # a diverged loss: the sentence says what to lower
         print(f"medtune train: stopped: {err}", file=sys.stderr)
         return 1
+    if not result.main_process:  # a distributed run's other processes: the main one says it, scores included
+        return 0
     c = result.counts
     print("\n== summary ==")
     print(
@@ -229,6 +231,12 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"run directory        : {result.run_dir}")
     return 0
+
+
+def say(line: str) -> None:
+    """Print ``line`` from the command's first process only (not again from each one --num-processes launches)."""
+    if "MEDTUNE_LAUNCHED_PROCESSES" not in os.environ and os.environ.get("RANK", "0") == "0":
+        print(line)
 
 
 def accelerate_distributed_type(config_file: Path) -> str:
