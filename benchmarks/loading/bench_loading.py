@@ -32,7 +32,8 @@ COLUMNS = ["host", "torch", "layout", "params", "checkpoint_bytes", "command", "
            "run_measured_peak_bytes", "run_measured_load_peak_bytes", "planned_load_peak_bytes",
            "planned_peak_bytes", "exit"]  # fmt: skip
 sys.path.insert(0, str(HERE.parent))
-from results_log import append_rows, check_appendable  # noqa: E402  (benchmarks/, scripts not a package)
+from checkpoint_shards import write_shards  # noqa: E402  (benchmarks/, scripts not a package)
+from results_log import append_rows, check_appendable  # noqa: E402
 
 # One process: the child's peak RSS, seen by the parent that waited for it (and for nothing else).
 MEASURE = """
@@ -92,8 +93,6 @@ def release_name(name: str) -> str:
 
 def write_release(model, folder: Path) -> None:
     """Write ``model`` in the LLaVA-Med release layout: its config keys, names and ~500 MB safetensors shards."""
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True)
     text = model.config.text_config
     config = {
@@ -115,12 +114,7 @@ def write_release(model, folder: Path) -> None:
             size = 0
         shards[-1][release_name(name)] = p.contiguous()
         size += p.numel() * p.element_size()
-    weight_map = {}
-    for i, shard in enumerate(shards, start=1):
-        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / file), metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(shard, file)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    write_shards(folder, shards)
 
 
 def write_checkpoints(scratch: Path, llm_layers: int) -> tuple[int, Path, Path]:

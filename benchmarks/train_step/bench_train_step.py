@@ -35,7 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from results_log import append_rows, check_appendable  # noqa: E402  (benchmarks/, scripts not a package)
+from checkpoint_shards import write_shards  # noqa: E402  (benchmarks/, scripts not a package)
+from results_log import append_rows, check_appendable  # noqa: E402
 
 COLUMNS = ["host", "gpu", "torch", "shape", "run", "command", "exit", "steps", "batch_size", "grad_accum",
            "load_4bit", "grad_checkpointing", "tokens_per_s", "useful_tflops", "utilisation",
@@ -53,7 +54,6 @@ SHARD = 2 * 10**9
 def write_checkpoint(folder: Path, preset: str) -> int:
     """Write a random bf16 checkpoint of ``preset``'s architecture, tensor by tensor; return its parameter count."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
     from medtune.core_models import get_preset
@@ -78,12 +78,7 @@ def write_checkpoint(folder: Path, preset: str) -> int:
             shards.append(shard)
             shard, size = {}, 0
     shards += [shard] if shard else []
-    weight_map = {}
-    for i, tensors in enumerate(shards, start=1):
-        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(tensors, str(folder / file), metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(tensors, file)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    write_shards(folder, shards)
     side = meta.config.vision_config.image_size
     CLIPImageProcessor(
         size={"shortest_edge": side}, crop_size={"height": side, "width": side}
