@@ -4,6 +4,10 @@ The folder holds config.json, safetensors shards in the base's own precision wit
 complete processor (LlavaProcessor with the patch size, feature strategy and a chat template rendering exactly
 the prompt the model was tuned with; BlipProcessor for MISS, whose BLIP-VQA model takes the bare question),
 generation_config.json with medtune's evaluation settings, and a model card (README.md).
+
+The merge streams where it can (``merge_stream``): tensor by tensor from the base's safetensors, so a 7B base is
+never held in memory. Where it cannot (an original LLaVA-Med release, .bin weights, a load-time conversion that
+is not a rename), the base is rebuilt in memory, merged and saved with ``save_pretrained``; the export says which.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from medtune.data.collators import prompt_bos
 from medtune.data.run_files import CONFIG
 from medtune.data.templates import PromptTemplate
 from medtune.tuning.adapter import read_manifest
-from medtune.tuning.errors import UsageError
+from medtune.tuning.errors import AdapterError, UsageError
+from medtune.tuning.merge_stream import (
+    NotStreamable,
+    base_fingerprint,
+    plan_merge,
+    write_config,
+    write_merged,
+)
 from medtune.tuning.model_card import model_card
 from medtune.tuning.rebuild import base_source, rebuild_from_manifest
 from medtune.tuning.run_dir import replace_folder
@@ -51,6 +62,8 @@ def merged_model(adapter: Path, model_path: str | None = None) -> Built:
     dtype = checkpoint_dtype(source or preset.default_weights, torch.float32)
     built = rebuild_from_manifest(adapter, model_path, dtype=dtype)
     with torch.no_grad():
+        if method.name == "lora":
+            lora_factors_in_fp32(built.model, adapter, manifest)
         if method.merge is not None:
             method.merge(built.model)
     # Tuned norms trained in fp32; the checkpoint is written in the base's own precision.
@@ -59,6 +72,21 @@ def merged_model(adapter: Path, model_path: str | None = None) -> Built:
     for p in built.model.parameters():
         p.requires_grad_(False)
     return built
+
+
+def lora_factors_in_fp32(model, adapter: Path, manifest: dict) -> None:
+    """Put the adapter's own fp32 LoRA factors back into ``model``, which loaded them in the base's dtype.
+
+    PEFT's merge then adds scaling * B @ A to each weight in fp32 and rounds once to the base's dtype, as the
+    streamed merge does, rather than rounding the factors and their product first.
+    """
+    from medtune.tuning.adapter import read_adapter_state
+    from medtune.tuning.methods.lora import FACTORS
+
+    params = dict(model.named_parameters())
+    for name, tensor in read_adapter_state(adapter, manifest).items():
+        if name in params and any(f in name for f in FACTORS):
+            params[name].data = tensor.float()
 
 
 def chat_template(template: PromptTemplate, *, bos: bool | None = None) -> str:
@@ -166,8 +194,12 @@ def export_merged(
     *,
     force: bool = False,
     max_shard_size: str = DEFAULT_SHARD,
+    stream: bool = True,
 ) -> Path:
-    """Write the merged, servable checkpoint to ``out`` via a temporary folder renamed into place."""
+    """Write the merged, servable checkpoint to ``out`` via a temporary folder renamed into place.
+
+    ``stream``: merge tensor by tensor where the base allows (False: always rebuild the merged model in memory).
+    """
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; choose a new folder (nothing was written)")
     if out.exists() and any(out.iterdir()) and not force:
@@ -176,9 +208,27 @@ def export_merged(
             "(nothing was written)"
         )
     manifest = read_manifest(adapter)
-    built = merged_model(adapter, model_path)
+    plan, reason = None, "streaming was turned off"
+    if stream:
+        preset = get_preset(manifest["preset"])
+        source = base_source(manifest, model_path)
+        folder = Path(source).expanduser() if source is not None else preset.default_weights
+        dtype = checkpoint_dtype(folder, torch.float32)
+        try:
+            plan = plan_merge(Path(adapter), manifest, folder, dtype) if folder is not None else None
+        except NotStreamable as why:
+            reason = str(why)
+        if plan is not None:
+            found = base_fingerprint(plan)
+            if found != manifest.get("base_fingerprint"):
+                raise AdapterError(
+                    f"adapter {adapter} was made for another base model (fingerprint "
+                    f"{manifest.get('base_fingerprint')}, this model's is {found}); load the base it was tuned on "
+                    f"(preset {manifest.get('preset')!r}, source {manifest.get('base_source')!r})"
+                )
+    built = plan.built if plan is not None else merged_model(adapter, model_path)
+    dtype = plan.dtype if plan is not None else next(built.model.parameters()).dtype
     if manifest.get("trained_4bit"):
-        dtype = next(built.model.parameters()).dtype
         print(
             f"{adapter} was tuned on 4-bit (NF4) frozen weights; merged into the full-precision base and "
             f"saved in its precision ({str(dtype).removeprefix('torch.')})"
@@ -187,7 +237,16 @@ def export_merged(
     run_config = json.loads(run_file.read_text()) if run_file.is_file() else {}
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    built.model.save_pretrained(tmp, max_shard_size=max_shard_size)  # shards written one at a time
+    if plan is not None:
+        tensors, shards = write_merged(plan, tmp, max_shard_size)
+        write_config(plan, tmp)
+        print(
+            f"merged tensor by tensor (streamed from {plan.built.source}): {tensors} tensors in {shards} "
+            f"shard(s), one tensor in memory at a time"
+        )
+    else:
+        built.model.save_pretrained(tmp, max_shard_size=max_shard_size)  # shards written one at a time
+        print(f"merged in memory (the whole model was loaded): {reason}")
     write_processor(built, tmp)
     generation_config(built, run_config).save_pretrained(tmp)
     (tmp / "README.md").write_text(model_card(built, manifest, run_config, Path(adapter)))

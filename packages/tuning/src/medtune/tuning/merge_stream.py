@@ -1,0 +1,468 @@
+"""Merge an adapter into its base checkpoint tensor by tensor: the merged model never exists in memory.
+
+The base is built on the meta device (its config, no weights) to learn what ``save_pretrained`` would write for
+the merged model: the tensor names (transformers' load-time renames reverted, tied copies left out), their order
+and their shards. Each output tensor is then read from the base's safetensors, replaced by the adapter's tuned
+tensor or merged with its LoRA factors, cast to the base's dtype and written into its shard, one at a time; the
+peak is about one tensor, not the model. ``plan_merge`` raises NotStreamable (saying why) where this cannot be
+done exactly; the export then merges in memory as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medtune.core_models import Built, get_preset
+from medtune.core_models.errors import CheckpointError
+from medtune.core_models.weights import check_files, safetensors_header
+from medtune.tuning.adapter import PEFT_WEIGHTS, WEIGHTS
+
+# safetensors' dtype names (its format spec); a checkpoint holding any other is merged in memory.
+STORED_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in STORED_DTYPES.items()}
+SAMPLES = 64  # values per tensor in the base fingerprint (medtune.tuning.adapter.base_fingerprint)
+
+
+class NotStreamable(Exception):
+    """This merge cannot be streamed exactly; the message says why (the export merges in memory instead)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One tensor in a safetensors file: where its bytes are and how they are laid out."""
+
+    file: Path
+    name: str  # its name in the file
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # absolute byte offset of its data in the file
+
+
+@dataclass
+class MergePlan:
+    """What a streamed merge writes, and where each value comes from (no tensor is read to make it)."""
+
+    built: (
+        Built  # the base on the meta device, with its tokenizer and processors: what the export writes beside
+    )
+    dtype: torch.dtype  # the base's: every floating tensor is written in it
+    saved: dict[str, str]  # saved name -> base model tensor name, in save_pretrained's order
+    shape: dict[str, tuple[int, ...]]  # base model tensor name -> shape
+    held: dict[str, torch.dtype]  # base model tensor name -> the dtype the loaded base holds it in
+    stored: dict[str, Stored]  # base model tensor name -> its checkpoint tensor
+    buffers: dict[str, torch.Tensor]  # base model buffer name -> its value, where the checkpoint has none
+    tuned: dict[str, Stored]  # base model tensor name -> the adapter tensor that replaces it
+    lora: dict[str, tuple[Stored, Stored, float]]  # base linear weight name -> (lora_A, lora_B, scaling)
+    fingerprinted: dict[str, str] = field(default_factory=dict)  # tuned model name -> base name, hashed
+
+    def out_dtype(self, name: str) -> torch.dtype:
+        """Return the dtype base tensor ``name`` is written in (integer buffers keep theirs)."""
+        held = self.held[name]
+        return self.dtype if held.is_floating_point else held
+
+
+def stored_entries(file: Path) -> dict[str, Stored]:
+    """Return a safetensors file's tensors by name, located without reading any (NotStreamable: an odd dtype)."""
+    header = safetensors_header(file)  # CheckpointError naming the file on a truncated one
+    with open(file, "rb") as f:
+        data = 8 + struct.unpack("<Q", f.read(8))[0]
+    entries = {}
+    for name, entry in header.items():
+        dtype = STORED_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise NotStreamable(f"{file} stores tensor {name} as {entry['dtype']}")
+        begin = data + entry["data_offsets"][0]
+        entries[name] = Stored(file, name, dtype, tuple(entry["shape"]), begin)
+    return entries
+
+
+def read_stored(stored: Stored) -> torch.Tensor:
+    """Return one stored tensor, read with pread: its bytes live only as long as the tensor."""
+    count = 1
+    for size in stored.shape:
+        count *= size
+    nbytes = count * stored.dtype.itemsize
+    fd = os.open(stored.file, os.O_RDONLY)
+    try:
+        data = bytearray(nbytes)
+        view, done = memoryview(data), 0
+        while done < nbytes:  # pread may return fewer bytes than asked for on a large read
+            got = os.preadv(fd, [view[done:]], stored.begin + done)
+            if got == 0:
+                raise OSError(f"{stored.file} ended inside tensor {stored.name}")
+            done += got
+    finally:
+        os.close(fd)
+    if nbytes == 0:
+        return torch.empty(stored.shape, dtype=stored.dtype)
+    return torch.frombuffer(data, dtype=stored.dtype).reshape(stored.shape)
+
+
+def sampled(stored: Stored, held: torch.dtype) -> torch.Tensor:
+    """Return the base fingerprint's strided sample of a stored tensor (64 values read, not the tensor)."""
+    count = 1
+    for size in stored.shape:
+        count *= size
+    step = max(1, count // SAMPLES)
+    size = stored.dtype.itemsize
+    with open(stored.file, "rb") as f:
+        raw = b"".join(
+            os.pread(f.fileno(), size, stored.begin + i * size) for i in range(0, count, step)[:SAMPLES]
+        )
+    values = (
+        torch.frombuffer(bytearray(raw), dtype=stored.dtype) if raw else torch.empty(0, dtype=stored.dtype)
+    )
+    return values.to(held)
+
+
+def meta_base(preset, path: Path, dtype: torch.dtype) -> nn.Module:
+    """Return the checkpoint's model on the meta device in ``dtype``, tied as loaded; buffers hold their values."""
+    import transformers
+    from accelerate import init_empty_weights
+    from transformers.initialization import no_init_weights
+
+    from medtune.core_models.model_class import model_class_for
+
+    config = transformers.AutoConfig.from_pretrained(path)
+    with no_init_weights(), init_empty_weights(include_buffers=False):
+        model = model_class_for(preset)._from_config(config, dtype=dtype)
+    model.tie_weights()
+    return model
+
+
+def checkpoint_names(model: nn.Module, files: dict[str, Path]) -> dict[str, str]:
+    """Return model tensor name -> checkpoint name, renaming as transformers does when it loads the checkpoint.
+
+    Records the renames used on ``model`` as loading does, so that reverting them gives save_pretrained's names.
+    Raises NotStreamable for a tensor transformers converts (splits, concatenates) rather than renames.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without conversion mappings loads and saves every name as it is
+        return {name: name for name in files}
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if not isinstance(c, WeightRenaming)]
+    state = model.state_dict()
+    names = {}
+    for key in files:
+        name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, state)
+        if converted is not None:
+            raise NotStreamable(f"transformers converts checkpoint tensor {key} as it loads it")
+        if name not in state:
+            raise NotStreamable(f"checkpoint tensor {key} belongs to no part of the model")
+        names[name] = key
+    model._weight_conversions = [c for c in conversions if c.was_used()]
+    return names
+
+
+def saved_names(model: nn.Module) -> dict[str, str]:
+    """Return saved name -> model tensor name for what save_pretrained writes of ``model``, in its order."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict
+    except ImportError as err:
+        raise NotStreamable(f"this transformers lacks the save-time renaming ({err})") from None
+    state = model.state_dict()
+    by_id = {id(tensor): name for name, tensor in state.items()}
+    reverted = revert_weight_conversion(model, remove_tied_weights_from_state_dict(dict(state), model))
+    saved = {}
+    for name, tensor in reverted.items():
+        tensor = tensor[0] if isinstance(tensor, list) else tensor
+        if id(tensor) not in by_id:
+            raise NotStreamable(f"save_pretrained writes {name} as a computed tensor")
+        saved[name] = by_id[id(tensor)]
+    return saved
+
+
+def adapter_entries(adapter: Path, manifest: dict) -> dict[str, Stored]:
+    """Return tuned model tensor name -> the adapter tensor (either layout), located without reading any."""
+    from medtune.tuning.methods import get_method
+
+    peft = (adapter / PEFT_WEIGHTS).is_file()
+    file = adapter / (PEFT_WEIGHTS if peft else WEIGHTS)
+    if not file.is_file():
+        raise NotStreamable(f"{adapter} has no adapter weights")
+    try:
+        entries = stored_entries(file)
+    except CheckpointError as err:  # the in-memory path says it as an adapter error
+        raise NotStreamable(str(err)) from None
+    if not peft:
+        return entries
+    # The layout renames keys only, so meta stand-ins (no data) carry each key through it.
+    stand_ins = {key: torch.empty(e.shape, dtype=e.dtype, device="meta") for key, e in entries.items()}
+    key_of = {id(t): key for key, t in stand_ins.items()}
+    renamed = get_method(manifest["method"]).peft.from_peft(manifest["family"], stand_ins)
+    return {name: entries[key_of[id(t)]] for name, t in renamed.items()}
+
+
+def tuned_model(model: nn.Module, adapter: Path, manifest: dict):
+    """Return ``model`` with the manifest's method and paradigm applied as stored (rebuild.base_for_manifest's)."""
+    from medtune.tuning.apply import apply_paradigm
+    from medtune.tuning.methods import get_method
+    from medtune.tuning.paradigm import Paradigm
+
+    method = get_method(manifest["method"])
+    try:
+        config = method.config_from_manifest(manifest)
+    except (TypeError, ValueError) as err:
+        raise NotStreamable(f"unreadable method config ({err})") from None
+    in_peft_layout = (adapter / PEFT_WEIGHTS).is_file()
+    load_options = method.peft.load_options if method.peft is not None else None
+    options = load_options(config) if in_peft_layout and load_options is not None else config.options()
+    paradigm = Paradigm.parse(manifest["paradigm"], manifest["family"])
+    return apply_paradigm(model, manifest["family"], method.name, paradigm, options).model
+
+
+def plan_merge(adapter: Path, manifest: dict, folder: Path, dtype: torch.dtype) -> MergePlan:
+    """Return how to write the merged checkpoint of ``adapter`` over the base in ``folder``, read from headers only.
+
+    Raises CheckpointError for a missing or truncated shard, AdapterError where load_adapter would refuse the
+    adapter's tensors, and NotStreamable where the merge cannot be streamed exactly.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    from medtune.core_models.convert import is_llava_med_release
+    from medtune.tuning.errors import AdapterError
+    from medtune.tuning.methods import get_method
+
+    preset = get_preset(manifest["preset"])
+    if preset.family != manifest["family"]:
+        raise NotStreamable(f"the manifest's preset is not a {manifest['family']} preset")
+    method = get_method(manifest["method"])
+    if method.merge is not None and method.name != "lora":
+        raise NotStreamable(f"{method.name} adapters merge in their own way")
+    if not (folder / "config.json").is_file():
+        raise NotStreamable(f"{folder} has no config.json")
+    if is_llava_med_release(folder):
+        raise NotStreamable(
+            "the base is an original LLaVA-Med release, whose conversion pads embedding rows and may read its "
+            "vision tower from another folder"
+        )
+    files = check_files(folder)
+    if any(file.suffix != ".safetensors" for file in files.values()):
+        raise NotStreamable("the base's weights are not safetensors")
+    base = meta_base(preset, folder, dtype)
+    names = checkpoint_names(base, files)
+    entries: dict[str, Stored] = {}
+    for file in sorted(set(files.values())):
+        entries.update(stored_entries(file))
+    variables = base.state_dict(keep_vars=True)
+    stored, buffers = {}, {}
+    for name, value in variables.items():
+        if name in names:
+            stored[name] = entries[names[name]]
+        elif value.device.type != "meta":
+            buffers[name] = value.detach()
+    shape = {name: tuple(value.shape) for name, value in variables.items()}
+    for name in shape:
+        if name in stored and stored[name].shape != shape[name]:
+            raise NotStreamable(f"checkpoint tensor {stored[name].name} has shape {stored[name].shape}")
+    # A tied tensor's copies come from whichever of its names the checkpoint holds.
+    aliases: dict[int, list[str]] = {}
+    for name, value in variables.items():
+        aliases.setdefault(id(value), []).append(name)
+    for group in aliases.values():
+        found = next((stored[n] for n in group if n in stored), None)
+        for name in group:
+            if name not in stored and name not in buffers:
+                if found is None:
+                    raise NotStreamable(f"tensor {name} is not in the checkpoint")
+                stored[name] = found
+    held = {name: value.dtype for name, value in variables.items()}
+    saved = saved_names(base)
+
+    # The tuned tensors, under the names of the model the method builds (on the meta device as well).
+    tuned = tuned_model(meta_base(preset, folder, dtype), adapter, manifest)
+    params = dict(tuned.named_parameters())
+    state = adapter_entries(adapter, manifest)
+    tuned_vars = tuned.state_dict(keep_vars=True)
+    # PEFT's copies of whole modules also hold their tied aliases and buffers, which follow their parameters.
+    state = {n: e for n, e in state.items() if n not in set(tuned_vars) - set(params)}
+    made_for = f"it was made for preset {manifest['preset']!r} with method {manifest['method']!r}"
+    missing = sorted(set(state) - set(params))
+    if missing:
+        raise AdapterError(
+            f"adapter {adapter} holds {len(missing)} tensor(s) this model lacks (first: {missing[0]}); {made_for}"
+        )
+    wrong = sorted(n for n in state if state[n].shape != tuple(params[n].shape))
+    if wrong:
+        first = wrong[0]
+        raise AdapterError(
+            f"adapter {adapter} and this model disagree on the shape of {len(wrong)} tensor(s) (first: {first} is "
+            f"{state[first].shape} in the adapter, {tuple(params[first].shape)} in the model); {made_for}"
+        )
+    lora, factors = {}, set()
+    for module_name, module in tuned.named_modules():
+        if isinstance(module, LoraLayer):
+            a, b = (f"{module_name}.lora_{f}.default.weight" for f in "AB")
+            plain = not (
+                module.use_dora.get("default") or module.lora_bias.get("default") or module.fan_in_fan_out
+            )
+            if not (plain and isinstance(module.get_base_layer(), nn.Linear) and a in state and b in state):
+                raise NotStreamable(
+                    f"LoRA layer {module_name} is not a plain linear LoRA with both factors saved"
+                )
+            lora[f"{module_name}.weight"] = (state[a], state[b], float(module.scaling["default"]))
+            factors |= {a, b}
+    base_name = {}  # tuned model name -> base model name (a LoRA layer's base_layer is the plain linear)
+    lora_modules = {name.removesuffix(".weight") for name in lora}
+    for name in tuned_vars:
+        head, sep, tail = name.partition(".base_layer.")
+        base_name[name] = head + "." + tail if sep and head in lora_modules else name
+    replaced = {}
+    for name, entry in state.items():
+        if name not in factors:
+            if base_name[name] not in shape:
+                raise NotStreamable(f"adapter tensor {name} replaces no base tensor")
+            for alias in aliases[id(variables[base_name[name]])]:
+                replaced[alias] = entry
+    fingerprinted = {n: base_name[n] for n in sorted(tuned_vars) if n not in state}
+    if any(base not in shape for base in fingerprinted.values()):
+        raise NotStreamable("the tuned model holds tensors the adapter does not")
+    built = base_built(preset, folder, base, dtype)
+    return MergePlan(built, dtype, saved, shape, held, stored, buffers, replaced, lora, fingerprinted)
+
+
+def base_built(preset, folder: Path, model: nn.Module, dtype: torch.dtype) -> Built:
+    """Return ``model`` (weightless) with the checkpoint's tokenizer and processors, as core_models.load gives."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from medtune.core_models.build import load_image_processor
+
+    processor = None
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = transformers.GenerationConfig.from_pretrained(folder)
+    if preset.family == "vlm":
+        from medtune.core_models.vlm import with_decoder_layer
+        from medtune.core_models.vlm_processor import load_processor
+
+        processor = load_processor(folder)
+        tokenizer, image_processor = processor.tokenizer, processor.image_processor
+        preset = with_decoder_layer(preset, model)
+    else:
+        tokenizer, image_processor = AutoTokenizer.from_pretrained(folder), load_image_processor(folder)
+    return Built(model, tokenizer, image_processor, preset, str(folder), dtype=dtype, processor=processor)
+
+
+def base_fingerprint(plan: MergePlan) -> str:
+    """Return the base fingerprint load_adapter computes on the loaded base, from 64 values read per tensor."""
+    digest = hashlib.sha256()
+    for name, base in plan.fingerprinted.items():
+        digest.update(f"{name}:{plan.shape[base]}".encode())
+        if base in plan.buffers:
+            flat = plan.buffers[base].reshape(-1)
+            sample = flat[:: max(1, flat.numel() // SAMPLES)][:SAMPLES]
+        else:
+            sample = sampled(plan.stored[base], plan.held[base])
+        digest.update(
+            sample.float().numpy().tobytes() if sample.is_floating_point() else sample.numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]
+
+
+def merged_tensor(plan: MergePlan, saved_name: str) -> torch.Tensor:
+    """Return one tensor of the merged checkpoint, as the in-memory merge writes it under ``saved_name``."""
+    name = plan.saved[saved_name]
+    dtype = plan.out_dtype(name)
+    if name in plan.tuned:
+        return read_stored(plan.tuned[name]).to(dtype)
+    if name in plan.buffers:
+        return plan.buffers[name].to(dtype)
+    base = read_stored(plan.stored[name]).to(plan.held[name])
+    if name not in plan.lora:
+        return base.to(dtype)
+    factor_a, factor_b, scaling = plan.lora[name]
+    # W + scaling * B @ A in fp32 from the adapter's own fp32 factors, rounded once to the base's dtype.
+    delta = (read_stored(factor_b).float() @ read_stored(factor_a).float()) * scaling
+    return delta.add_(base).to(dtype)
+
+
+def write_safetensors(
+    file: Path, names: list[str], spec: dict[str, tuple[torch.dtype, tuple[int, ...]]], tensor: Callable
+) -> None:
+    """Write a safetensors file of ``names`` (dtype and shape from ``spec``), asking ``tensor(name)`` for each in turn.
+
+    The header is written first from ``spec``, then each tensor's bytes as it comes, so only one is ever held.
+    Tensors are laid out widest dtype first, as safetensors lays them, so each starts aligned to its element size.
+    """
+    order = sorted(names, key=lambda n: (-spec[n][0].itemsize, n))
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in order:
+        dtype, shape = spec[name]
+        count = 1
+        for size in shape:
+            count *= size
+        header[name] = {
+            "dtype": DTYPE_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + count * dtype.itemsize],
+        }
+        offset += count * dtype.itemsize
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-aligned, as safetensors writes it
+    with open(file, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in order:
+            value = tensor(name)
+            if value.dtype != spec[name][0] or tuple(value.shape) != spec[name][1]:
+                raise RuntimeError(
+                    f"merged tensor {name} is {value.dtype} {tuple(value.shape)}, planned {spec[name]}"
+                )
+            if value.numel():
+                f.write(value.contiguous().reshape(-1).view(torch.uint8).numpy())
+            del value
+
+
+def write_merged(plan: MergePlan, folder: Path, max_shard_size: str | int) -> tuple[int, int]:
+    """Write the merged weights into ``folder`` as save_pretrained shards them; return (tensors, shard files)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    spec = {s: (plan.out_dtype(n), plan.shape[n]) for s, n in plan.saved.items()}
+    stand_ins = {s: torch.empty(shape, dtype=dtype, device="meta") for s, (dtype, shape) in spec.items()}
+    split = split_torch_state_dict_into_shards(
+        stand_ins, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard, names in split.filename_to_tensors.items():
+        write_safetensors(folder / shard, names, spec, lambda s: merged_tensor(plan, s))
+    if split.is_sharded:
+        index = {
+            "metadata": {"total_parameters": plan.built.model.num_parameters(), **split.metadata},
+            "weight_map": split.tensor_to_filename,
+        }
+        text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        (folder / "model.safetensors.index.json").write_text(text)
+    return len(spec), len(split.filename_to_tensors)
+
+
+def write_config(plan: MergePlan, folder: Path) -> None:
+    """Write config.json as save_pretrained writes it for the merged model (its class, the base's dtype)."""
+    model = plan.built.model
+    model.config.dtype = str(plan.dtype).removeprefix("torch.")
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(folder)
