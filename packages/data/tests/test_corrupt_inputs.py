@@ -159,3 +159,13 @@ def test_an_image_cell_with_a_binary_path_keeps_its_bytes(tmp_path):
     _hub(tmp_path / "ds", {"image": images, "question": ["q?"], "answer": ["no"]})
     (record,) = read_vqa(tmp_path / "ds", "train")
     assert record.image.is_file() and "image_name" not in record.extra
+
+
+def test_a_bad_line_further_down_does_not_hide_the_question_layout(tmp_path, builders):
+    from medtune.data.llava_json import is_question_file
+
+    path = _questions(tmp_path, builders, _line(1) + b"null\n" + _line(3).replace(b"normal", b"norm\xe4l"))
+    assert is_question_file(path)
+    rejected: list = []
+    records = read_vqa(path, "test", on_invalid="report", rejected=rejected)  # read as LLaVA-Med, not a table
+    assert [r.qid for r in records] == ["1"] and len(rejected) == 2

@@ -261,10 +261,10 @@ def write_llava_json(records: list[VQARecord], path: str | Path) -> Path:
 
 def is_question_file(path: Path) -> bool:
     """Return whether a JSONL file's first line is a LLaVA-Med question (question_id and text fields)."""
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            first = next((line for line in f if line.strip()), "")
-        row = json.loads(first)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    try:  # the first line alone: a bad byte further down is that line's record error, not another layout
+        with path.open("rb") as f:
+            first = next((line for line in f if line.strip()), b"")
+        row = json.loads(first.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(row, dict) and "question_id" in row and "text" in row
