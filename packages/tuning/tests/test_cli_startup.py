@@ -38,3 +38,12 @@ def test_the_lazy_registries_hold_every_builtin():
 
     assert set(BUILTIN_METHODS) <= set(METHODS)
     assert default_preset("llava").name in PRESETS
+
+
+def test_the_scorer_flag_offers_exactly_the_eval_variants():
+    from typing import get_args
+
+    from medtune.eval.vqa import ScorerVariant
+    from medtune.tuning.commands import SCORERS
+
+    assert SCORERS == get_args(ScorerVariant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medtune.tuning.commands import add_scorer_flag
 from medtune.tuning.errors import UsageError
 
 
@@ -49,13 +50,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="a bad record stops (raise, default) or is skipped and listed in each eval folder's rejected.jsonl",
     )
     p.add_argument("--quiet", action="store_true")
-    p.add_argument(
-        "--scorer",
-        choices=["medtune", "llava-med"],
-        default="medtune",
-        help="which VQA scorer leads the score summary (default medtune: whole-word closed, "
-        "clipped recall; llava-med: LLaVA-Med's published scorer); scores.json always holds both",
-    )
+    add_scorer_flag(p)
     return p
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medtune.core_models import FAMILY_GROUPS
 from medtune.tuning import knobs
+from medtune.tuning.commands import add_scorer_flag
 from medtune.tuning.errors import UsageError
 from medtune.tuning.methods import BUILTIN_METHODS
 from medtune.tuning.paradigm import DEFAULT_PARADIGM, Paradigm
@@ -67,13 +68,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--accelerate-config", type=Path, help="accelerate config file for --num-processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--scorer",
-        choices=["medtune", "llava-med"],
-        default="medtune",
-        help="which VQA scorer leads the score summary (default medtune: whole-word closed, "
-        "clipped recall; llava-med: LLaVA-Med's published scorer); scores.json always holds both",
-    )
+    add_scorer_flag(p)
     settings = p.add_argument_group("settings (recipe defaults shown; each is also a config key)")
     p.set_defaults(knob_actions=[a for cls in SETTINGS for a in knobs.add_flags(settings, cls)])
     return p
