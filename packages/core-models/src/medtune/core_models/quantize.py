@@ -115,15 +115,7 @@ def quantize_frozen(model: nn.Module, keep: set[str] | frozenset[str]) -> Quanti
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        q = bnb.nn.Linear4bit(
-            module.in_features,
-            module.out_features,
-            bias=module.bias is not None,
-            compute_dtype=compute_dtype,
-            compress_statistics=True,  # double quantisation of the block scales
-            quant_type="nf4",
-            device="cpu",
-        )
+        q = nf4_linear(bnb, module, compute_dtype, "cpu")
         # On a GPU the weight is quantised where it lies, in its own dtype (no round trip through host
         # memory: that would move ~26 GB for a 7B model); on the CPU it is quantised from fp32.
         weight = module.weight.data if device.type == "cuda" else module.weight.data.to("cpu", torch.float32)
@@ -141,6 +133,19 @@ def quantize_frozen(model: nn.Module, keep: set[str] | frozenset[str]) -> Quanti
     return report
 
 
+def nf4_linear(bnb, linear: nn.Linear, compute_dtype: torch.dtype, device: str) -> nn.Module:
+    """Return an empty NF4 layer (double-quantised block scales) of ``linear``'s shape on ``device``."""
+    return bnb.nn.Linear4bit(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=compute_dtype,
+        compress_statistics=True,  # double quantisation of the block scales
+        quant_type="nf4",
+        device=device,
+    )
+
+
 def nf4_layers(model: nn.Module, request: FourBit, compute_dtype: torch.dtype) -> list[str]:
     """Swap every nn.Linear of a weightless (meta) model not skipped by ``request`` for an empty NF4 layer.
 
@@ -152,15 +157,7 @@ def nf4_layers(model: nn.Module, request: FourBit, compute_dtype: torch.dtype) -
     for name, module in list(model.named_modules()):
         if type(module) is not nn.Linear or name in skipped or name.rpartition(".")[2] in skipped:
             continue
-        layer = bnb.nn.Linear4bit(
-            module.in_features,
-            module.out_features,
-            bias=module.bias is not None,
-            compute_dtype=compute_dtype,
-            compress_statistics=True,  # double quantisation of the block scales
-            quant_type="nf4",
-            device="meta",
-        )
+        layer = nf4_linear(bnb, module, compute_dtype, "meta")
         layer.requires_grad_(False)
         model.set_submodule(name, layer)
         swapped.append(name)
