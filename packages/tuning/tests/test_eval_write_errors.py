@@ -59,3 +59,23 @@ def test_training_whose_final_predictions_cannot_be_written(small_demo, tmp_path
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "adapter").is_dir()  # the training itself was kept
     assert not list(run.rglob("*.tmp")) and not (run / "predictions.jsonl").exists()
+
+
+def test_out_with_a_run_is_refused_not_ignored(tmp_path, capsys):
+    run = tmp_path / "run" / "adapter"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    assert (
+        main(["eval", str(tmp_path / "run"), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "is for a base's scores" in err and "leave --out out" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_at_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "scores.txt").write_text("")
+    argv = ["eval", "--model-path", str(tmp_path / "base"), "--dataset", str(tmp_path), "--out"]
+    assert main([*argv, str(tmp_path / "scores.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--out {tmp_path / 'scores.txt'} is a file, not a folder" in err, err

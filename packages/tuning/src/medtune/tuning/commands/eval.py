@@ -75,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
             "name at least one run directory or --adapter to evaluate, or --model-path DIR alone to score "
             "the untuned base"
         )
+    if args.out is not None and adapters:  # it used to be ignored, scores going to the run instead
+        raise UsageError(
+            f"--out {args.out} is for a base's scores (--model-path with no run or adapter); a run's scores "
+            "always go to RUN/eval-DATASET-SPLIT, so leave --out out"
+        )
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder; pass the folder the scores go in")
     rejected: list = []
     task, records = read_records(
         args.dataset,
