@@ -108,13 +108,25 @@ def preset_for_folder(model_path: str | Path, preset: str | None = None) -> str:
         if known.default_weights is not None and Path(known.default_weights).resolve() == folder:
             return known.name
     config = folder / "config.json"
-    architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+    architectures = _architectures(config) if config.is_file() else []
     if set(architectures) & set(model_classes()):  # a vlm checkpoint names its own preset
         return preset_for_checkpoint(folder).name
     raise UsageError(
         f"which preset is {model_path}? pass --preset (one of: {', '.join(sorted(PRESETS))}); it fixes the "
         "architecture and the prompt template the answers are asked in"
     )
+
+
+def _architectures(config: Path) -> list:
+    """Return the architectures a checkpoint's config.json names; a file that does not parse is a sentence."""
+    try:
+        data = json.loads(config.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(
+            f"{config} is not valid JSON ({err}); copy the checkpoint's config.json again"
+        ) from None
+    names = data.get("architectures") if isinstance(data, dict) else None
+    return names if isinstance(names, list) else []
 
 
 def load_base_alone(model_path: str | Path, preset: str | None = None) -> Built:
