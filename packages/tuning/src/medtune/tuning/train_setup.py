@@ -268,6 +268,10 @@ def load_measured(cfg: TrainConfig, plan: LoadPlan, device: torch.device) -> tup
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     built = load_base(cfg, plan, device)
+    if device.type == "cpu":  # host memory is the CPU run's limit: freed step tensors go back to the system
+        from medtune.core_models.weights import keep_returning_freed_memory
+
+        keep_returning_freed_memory()
     return built, peak_memory(device)  # the load phase's peak, before any step
 
 
