@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from medtune.core_models.errors import read_json
 from medtune.core_models.presets import Preset, get_preset
 
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -87,7 +87,7 @@ def checkpoint_dtype(path: str | Path | None, preset: Preset) -> torch.dtype:
     file = folder / "config.json" if folder is not None else None
     if file is None or not file.is_file():
         return torch.float32
-    return config_dtype(json.loads(file.read_text())) or torch.float32
+    return config_dtype(read_json(file)) or torch.float32
 
 
 def train_dtype(
@@ -180,7 +180,7 @@ def load(
     check_device_runs(dtype, device, str(path / "config.json"))
     from medtune.core_models.model_class import model_class_for
 
-    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    architectures = read_json(path / "config.json").get("architectures") or []
     from medtune.core_models.convert import RELEASE_TEXT_CONFIGS, load_llava_med_release
 
     if any(a in RELEASE_TEXT_CONFIGS for a in architectures):
@@ -324,7 +324,7 @@ def load_image_processor(folder: Path):
     AutoImageProcessor picks in later releases), and AutoImageProcessor is the last resort.
     """
     file = Path(folder) / "preprocessor_config.json"
-    name = json.loads(file.read_text()).get("image_processor_type", "") if file.is_file() else ""
+    name = read_json(file).get("image_processor_type", "") if file.is_file() else ""
     base = name.removesuffix("Fast").removesuffix("Pil")
     candidates = [f"{base}Pil"] if base and importlib.util.find_spec("torchvision") is None else []
     for candidate in [*candidates, base]:

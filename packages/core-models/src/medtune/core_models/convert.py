@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from medtune.core_models.build import Built, load_image_processor
-from medtune.core_models.errors import CheckpointError
+from medtune.core_models.errors import CheckpointError, read_json
 from medtune.core_models.llava_med import LinearConnectorLlava
 from medtune.core_models.presets import Preset, get_preset
 from medtune.core_models.tokenizer import IMAGE_TOKEN, V1_IMAGE_PATCH
@@ -53,9 +52,7 @@ def release_architecture(path: str | Path) -> str | None:
     config = Path(path) / "config.json"
     if not config.is_file():
         return None
-    found = [
-        a for a in json.loads(config.read_text()).get("architectures") or [] if a in RELEASE_TEXT_CONFIGS
-    ]
+    found = [a for a in read_json(config).get("architectures") or [] if a in RELEASE_TEXT_CONFIGS]
     return found[0] if found else None
 
 
@@ -292,7 +289,7 @@ def release_parts(preset: Preset, path: Path, vision_tower: str | Path | None) -
             f"checkpoint {path} is an original {arch} release, which preset {preset.name!r} does not describe; "
             f"pass --preset {RELEASE_PRESETS[arch]}"
         )
-    raw = json.loads((path / "config.json").read_text())
+    raw = read_json(path / "config.json")
     files = check_files(path)
     tower_inside = any(n.startswith("model.vision_tower.vision_tower.") for n in files)
     tower = vision_tower_folder(raw, path, vision_tower)

@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import PretrainedConfig, PreTrainedModel
 
-from medtune.core_models.errors import CheckpointError
+from medtune.core_models.errors import CheckpointError, read_json
 from medtune.core_models.groups import VLM_GROUP_PREFIXES, group_of
 from medtune.core_models.presets import Preset, get_preset
 
@@ -210,7 +210,7 @@ def text_stack(model: torch.nn.Module) -> torch.nn.Module:
 def checkpoint_architectures(path: Path) -> list[str]:
     """Return the "architectures" a checkpoint folder's config.json lists (empty when it lists none)."""
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
+        config = read_json(Path(path) / "config.json")
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{Path(path) / 'config.json'} cannot be read as JSON: {err}") from None
     return list(config.get("architectures") or [])

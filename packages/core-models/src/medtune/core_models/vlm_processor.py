@@ -14,7 +14,7 @@ from pathlib import Path
 import transformers
 from transformers import AutoTokenizer, InternVLProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
-from medtune.core_models.errors import CheckpointError
+from medtune.core_models.errors import CheckpointError, read_json
 
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -60,7 +60,7 @@ def processor_class_name(path: Path) -> str:
     for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
         file = path / name
         if file.is_file():
-            value = json.loads(file.read_text()).get("processor_class")
+            value = read_json(file).get("processor_class")
             if value:
                 return value
     return ""
@@ -72,7 +72,7 @@ def read_chat_template(path: Path) -> str | None:
     if jinja.is_file():
         return jinja.read_text()
     if legacy.is_file():
-        return json.loads(legacy.read_text()).get("chat_template")
+        return read_json(legacy).get("chat_template")
     return None
 
 
@@ -86,7 +86,7 @@ def load_processor(path: str | Path):
 
             cls = IMAGE_ONLY[name]
             config = (
-                json.loads((path / "processor_config.json").read_text())
+                read_json(path / "processor_config.json")
                 if (path / "processor_config.json").is_file()
                 else {}
             )
