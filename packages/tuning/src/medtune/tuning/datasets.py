@@ -13,7 +13,6 @@ from medtune.data.hf_vqa import is_saved_dataset
 from medtune.data.splits import file_split
 from medtune.data.tasks import Task, detect_task
 from medtune.data.vqa import detect_layout
-from medtune.eval.scores import format_scores as format_scores  # where train and demo_base import it from
 from medtune.tuning.errors import UsageError
 
 MAX_NEW_TOKENS: dict[str, int] = {"vqa": 8, "report": 128}
@@ -103,8 +102,7 @@ def check_held_out(dataset: Path, task: Task, split: str) -> None:
         )
         what = "one saved Dataset, not a DatasetDict" if lone_table else "one file with no split in its name"
         raise UsageError(
-            f"--dataset {dataset} is {what}, so it has no {split} split apart "
-            f"from the training data; {todo}"
+            f"--dataset {dataset} is {what}, so it has no {split} split apart from the training data; {todo}"
         )
 
 

@@ -40,8 +40,8 @@ from medtune.data import (
     read_vqa,
 )
 from medtune.data.demo import DEMO_SETS
+from medtune.eval.scores import format_scores
 from medtune.tuning.batches import make_collator
-from medtune.tuning.datasets import format_scores
 from medtune.tuning.evaluate import evaluate
 from medtune.tuning.train import training_step
 from medtune.tuning.train_setup import seed_everything

@@ -24,6 +24,7 @@ from medtune.core_models.build import full_precision_weights
 from medtune.data import Rejection, demo_dataset, write_rejections
 from medtune.data.run_files import CONFIG, METRICS, REJECTED
 from medtune.data.workers import CarryErrors
+from medtune.eval.scores import format_scores
 from medtune.tuning.adapter import base_fingerprint
 from medtune.tuning.apply import Tuned, apply_paradigm
 from medtune.tuning.batches import GROUP_WINDOW, LengthGroupedShuffle, make_collator, sample_lengths
@@ -33,7 +34,6 @@ from medtune.tuning.datasets import (
     check_held_out,
     data_fingerprint,
     eval_layout,
-    format_scores,
     read_records,
 )
 from medtune.tuning.errors import UsageError
