@@ -184,7 +184,9 @@ def test_a_bin_base_merges_in_memory_and_says_why(runs, sharded_base, tmp_path, 
     assert set(got) == set(want) and all(torch.equal(got[n], want[n]) for n in want)
 
 
-def test_streamed_export_refuses_another_base_and_a_truncated_shard(runs, sharded_base, tmp_path, capsys):
+def test_streamed_export_refuses_another_base_a_truncated_shard_and_a_bad_shard_size(
+    runs, sharded_base, tmp_path, capsys
+):
     run = runs("llava-ln")
     other = tmp_path / "other-base"
     shutil.copytree(sharded_base, other)
@@ -206,4 +208,8 @@ def test_streamed_export_refuses_another_base_and_a_truncated_shard(runs, sharde
     assert main(["export", str(run), "--merge", "--out", str(out), "--model-path", str(cut)]) == 2
     err = capsys.readouterr().err
     assert "truncated" in err and last.name in err
+    assert not out.exists()
+
+    assert main(["export", str(run), "--merge", "--out", str(out), "--max-shard-size", "lots"]) == 2
+    assert "--max-shard-size 'lots' is not a size" in capsys.readouterr().err
     assert not out.exists()

@@ -13,6 +13,7 @@ is not a rename), the base is rebuilt in memory, merged and saved with ``save_pr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -207,25 +208,28 @@ def export_merged(
             f"--out {out} exists and is not empty; choose a new folder, or pass --force to replace it "
             "(nothing was written)"
         )
+    if isinstance(max_shard_size, str) and not re.fullmatch(
+        r"\s*\d+(\.\d+)?\s*[KMGT]B\s*", max_shard_size, re.I
+    ):
+        raise UsageError(
+            f"--max-shard-size {max_shard_size!r} is not a size; write it as 5GB, 500MB or 200KB (nothing was "
+            "written)"
+        )
     manifest = read_manifest(adapter)
     plan, reason = None, "streaming was turned off"
     if stream:
-        preset = get_preset(manifest["preset"])
-        source = base_source(manifest, model_path)
-        folder = Path(source).expanduser() if source is not None else preset.default_weights
-        dtype = checkpoint_dtype(folder, torch.float32)
         try:
-            plan = plan_merge(Path(adapter), manifest, folder, dtype) if folder is not None else None
+            plan = plan_merge(Path(adapter), manifest, model_path)
         except NotStreamable as why:
             reason = str(why)
-        if plan is not None:
-            found = base_fingerprint(plan)
-            if found != manifest.get("base_fingerprint"):
-                raise AdapterError(
-                    f"adapter {adapter} was made for another base model (fingerprint "
-                    f"{manifest.get('base_fingerprint')}, this model's is {found}); load the base it was tuned on "
-                    f"(preset {manifest.get('preset')!r}, source {manifest.get('base_source')!r})"
-                )
+    if plan is not None:
+        found = base_fingerprint(plan)  # load_adapter's check, from 64 values read per tensor
+        if found != manifest.get("base_fingerprint"):
+            raise AdapterError(
+                f"adapter {adapter} was made for another base model (fingerprint "
+                f"{manifest.get('base_fingerprint')}, this model's is {found}); load the base it was tuned on "
+                f"(preset {manifest.get('preset')!r}, source {manifest.get('base_source')!r})"
+            )
     built = plan.built if plan is not None else merged_model(adapter, model_path)
     dtype = plan.dtype if plan is not None else next(built.model.parameters()).dtype
     if manifest.get("trained_4bit"):

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,23 +58,28 @@ class Stored:
     shape: tuple[int, ...]
     begin: int  # absolute byte offset of its data in the file
 
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
 
 @dataclass
 class MergePlan:
     """What a streamed merge writes, and where each value comes from (no tensor is read to make it)."""
 
-    built: (
-        Built  # the base on the meta device, with its tokenizer and processors: what the export writes beside
-    )
+    # The base on the meta device with its tokenizer and processors: what the export writes beside the weights.
+    built: Built
     dtype: torch.dtype  # the base's: every floating tensor is written in it
     saved: dict[str, str]  # saved name -> base model tensor name, in save_pretrained's order
     shape: dict[str, tuple[int, ...]]  # base model tensor name -> shape
     held: dict[str, torch.dtype]  # base model tensor name -> the dtype the loaded base holds it in
     stored: dict[str, Stored]  # base model tensor name -> its checkpoint tensor
     buffers: dict[str, torch.Tensor]  # base model buffer name -> its value, where the checkpoint has none
-    tuned: dict[str, Stored]  # base model tensor name -> the adapter tensor that replaces it
+    replaced: dict[str, Stored]  # base model tensor name -> the adapter tensor that replaces it
     lora: dict[str, tuple[Stored, Stored, float]]  # base linear weight name -> (lora_A, lora_B, scaling)
-    fingerprinted: dict[str, str] = field(default_factory=dict)  # tuned model name -> base name, hashed
+    fingerprinted: dict[
+        str, str
+    ]  # tuned model name -> base name, for each tensor the base fingerprint hashes
 
     def out_dtype(self, name: str) -> torch.dtype:
         """Return the dtype base tensor ``name`` is written in (integer buffers keep theirs)."""
@@ -98,10 +104,7 @@ def stored_entries(file: Path) -> dict[str, Stored]:
 
 def read_stored(stored: Stored) -> torch.Tensor:
     """Return one stored tensor, read with pread: its bytes live only as long as the tensor."""
-    count = 1
-    for size in stored.shape:
-        count *= size
-    nbytes = count * stored.dtype.itemsize
+    nbytes = stored.nbytes
     fd = os.open(stored.file, os.O_RDONLY)
     try:
         data = bytearray(nbytes)
@@ -120,9 +123,7 @@ def read_stored(stored: Stored) -> torch.Tensor:
 
 def sampled(stored: Stored, held: torch.dtype) -> torch.Tensor:
     """Return the base fingerprint's strided sample of a stored tensor (64 values read, not the tensor)."""
-    count = 1
-    for size in stored.shape:
-        count *= size
+    count = math.prod(stored.shape)
     step = max(1, count // SAMPLES)
     size = stored.dtype.itemsize
     with open(stored.file, "rb") as f:
@@ -235,35 +236,42 @@ def tuned_model(model: nn.Module, adapter: Path, manifest: dict):
     return apply_paradigm(model, manifest["family"], method.name, paradigm, options).model
 
 
-def plan_merge(adapter: Path, manifest: dict, folder: Path, dtype: torch.dtype) -> MergePlan:
-    """Return how to write the merged checkpoint of ``adapter`` over the base in ``folder``, read from headers only.
-
-    Raises CheckpointError for a missing or truncated shard, AdapterError where load_adapter would refuse the
-    adapter's tensors, and NotStreamable where the merge cannot be streamed exactly.
-    """
-    from peft.tuners.lora import LoraLayer
-
+def base_folder(manifest: dict, model_path: str | Path | None) -> tuple:
+    """Return (preset, the base checkpoint folder) of an adapter; NotStreamable where the base cannot stream."""
     from medtune.core_models.convert import is_llava_med_release
-    from medtune.tuning.errors import AdapterError
     from medtune.tuning.methods import get_method
+    from medtune.tuning.rebuild import base_source
 
-    preset = get_preset(manifest["preset"])
+    try:
+        preset = get_preset(manifest["preset"])
+    except ValueError:
+        raise NotStreamable(f"medtune knows no preset {manifest['preset']!r}") from None
     if preset.family != manifest["family"]:
-        raise NotStreamable(f"the manifest's preset is not a {manifest['family']} preset")
+        raise NotStreamable(f"preset {preset.name!r} is not of family {manifest['family']!r}")
     method = get_method(manifest["method"])
     if method.merge is not None and method.name != "lora":
         raise NotStreamable(f"{method.name} adapters merge in their own way")
-    if not (folder / "config.json").is_file():
-        raise NotStreamable(f"{folder} has no config.json")
+    source = base_source(manifest, model_path)
+    folder = Path(source).expanduser() if source is not None else preset.default_weights
+    if folder is None or not (folder / "config.json").is_file():
+        raise NotStreamable(f"no checkpoint folder with a config.json at {folder}")
     if is_llava_med_release(folder):
         raise NotStreamable(
             "the base is an original LLaVA-Med release, whose conversion pads embedding rows and may read its "
             "vision tower from another folder"
         )
+    return preset, folder
+
+
+def base_sources(base: nn.Module, folder: Path) -> tuple[dict[str, Stored], dict[str, torch.Tensor]]:
+    """Return (model tensor name -> its checkpoint tensor, buffer name -> value where the checkpoint has none).
+
+    A tied tensor's every name maps to whichever of them the checkpoint holds. Raises CheckpointError for a
+    missing or truncated shard, NotStreamable for a tensor the checkpoint lacks or holds in another shape.
+    """
     files = check_files(folder)
     if any(file.suffix != ".safetensors" for file in files.values()):
         raise NotStreamable("the base's weights are not safetensors")
-    base = meta_base(preset, folder, dtype)
     names = checkpoint_names(base, files)
     entries: dict[str, Stored] = {}
     for file in sorted(set(files.values())):
@@ -273,33 +281,36 @@ def plan_merge(adapter: Path, manifest: dict, folder: Path, dtype: torch.dtype) 
     for name, value in variables.items():
         if name in names:
             stored[name] = entries[names[name]]
+            if stored[name].shape != tuple(value.shape):
+                raise NotStreamable(f"checkpoint tensor {names[name]} has shape {stored[name].shape}")
         elif value.device.type != "meta":
             buffers[name] = value.detach()
-    shape = {name: tuple(value.shape) for name, value in variables.items()}
-    for name in shape:
-        if name in stored and stored[name].shape != shape[name]:
-            raise NotStreamable(f"checkpoint tensor {stored[name].name} has shape {stored[name].shape}")
-    # A tied tensor's copies come from whichever of its names the checkpoint holds.
-    aliases: dict[int, list[str]] = {}
-    for name, value in variables.items():
-        aliases.setdefault(id(value), []).append(name)
-    for group in aliases.values():
+    for group in tied_names(base).values():
         found = next((stored[n] for n in group if n in stored), None)
         for name in group:
             if name not in stored and name not in buffers:
                 if found is None:
                     raise NotStreamable(f"tensor {name} is not in the checkpoint")
                 stored[name] = found
-    held = {name: value.dtype for name, value in variables.items()}
-    saved = saved_names(base)
+    return stored, buffers
 
-    # The tuned tensors, under the names of the model the method builds (on the meta device as well).
-    tuned = tuned_model(meta_base(preset, folder, dtype), adapter, manifest)
+
+def tied_names(model: nn.Module) -> dict[int, list[str]]:
+    """Return, per tensor of ``model``'s state dict, every name it has there (several for a tied one)."""
+    names: dict[int, list[str]] = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(value), []).append(name)
+    return names
+
+
+def checked_adapter(tuned: nn.Module, adapter: Path, manifest: dict) -> dict[str, Stored]:
+    """Return tuned model parameter name -> adapter tensor, refused (AdapterError) as load_adapter refuses it."""
+    from medtune.tuning.errors import AdapterError
+
     params = dict(tuned.named_parameters())
-    state = adapter_entries(adapter, manifest)
-    tuned_vars = tuned.state_dict(keep_vars=True)
     # PEFT's copies of whole modules also hold their tied aliases and buffers, which follow their parameters.
-    state = {n: e for n, e in state.items() if n not in set(tuned_vars) - set(params)}
+    others = set(tuned.state_dict()) - set(params)
+    state = {n: e for n, e in adapter_entries(adapter, manifest).items() if n not in others}
     made_for = f"it was made for preset {manifest['preset']!r} with method {manifest['method']!r}"
     missing = sorted(set(state) - set(params))
     if missing:
@@ -313,36 +324,69 @@ def plan_merge(adapter: Path, manifest: dict, folder: Path, dtype: torch.dtype) 
             f"adapter {adapter} and this model disagree on the shape of {len(wrong)} tensor(s) (first: {first} is "
             f"{state[first].shape} in the adapter, {tuple(params[first].shape)} in the model); {made_for}"
         )
-    lora, factors = {}, set()
-    for module_name, module in tuned.named_modules():
+    return state
+
+
+def lora_layers(tuned: nn.Module, state: dict[str, Stored]) -> dict[str, tuple[Stored, Stored, float]]:
+    """Return base linear weight name -> (lora_A, lora_B, scaling) for every LoRA layer of ``tuned``."""
+    from peft.tuners.lora import LoraLayer
+
+    lora = {}
+    for name, module in tuned.named_modules():
         if isinstance(module, LoraLayer):
-            a, b = (f"{module_name}.lora_{f}.default.weight" for f in "AB")
-            plain = not (
+            a, b = (f"{name}.lora_{factor}.default.weight" for factor in "AB")
+            extras = (
                 module.use_dora.get("default") or module.lora_bias.get("default") or module.fan_in_fan_out
             )
-            if not (plain and isinstance(module.get_base_layer(), nn.Linear) and a in state and b in state):
-                raise NotStreamable(
-                    f"LoRA layer {module_name} is not a plain linear LoRA with both factors saved"
-                )
-            lora[f"{module_name}.weight"] = (state[a], state[b], float(module.scaling["default"]))
-            factors |= {a, b}
+            if (
+                extras
+                or not isinstance(module.get_base_layer(), nn.Linear)
+                or a not in state
+                or b not in state
+            ):
+                raise NotStreamable(f"LoRA layer {name} is not a plain linear LoRA with both factors saved")
+            lora[f"{name}.weight"] = (state[a], state[b], float(module.scaling["default"]))
+    return lora
+
+
+def plan_merge(adapter: Path, manifest: dict, model_path: str | Path | None = None) -> MergePlan:
+    """Return how to write the merged checkpoint of ``adapter`` over its base, read from file headers only.
+
+    Raises CheckpointError for a missing or truncated shard, AdapterError where load_adapter would refuse the
+    adapter's tensors, and NotStreamable where the merge cannot be streamed exactly.
+    """
+    from medtune.core_models.build import checkpoint_dtype
+
+    preset, folder = base_folder(manifest, model_path)
+    dtype = checkpoint_dtype(folder, preset)
+    base = meta_base(preset, folder, dtype)
+    stored, buffers = base_sources(base, folder)
+    shape = {name: tuple(value.shape) for name, value in base.state_dict(keep_vars=True).items()}
+    held = {name: value.dtype for name, value in base.state_dict(keep_vars=True).items()}
+
+    # The tuned tensors, under the names of the model the method builds (on the meta device as well).
+    tuned = tuned_model(meta_base(preset, folder, dtype), adapter, manifest)
+    state = checked_adapter(tuned, adapter, manifest)
+    lora = lora_layers(tuned, state)
+    factors = {f"{n.removesuffix('.weight')}.lora_{f}.default.weight" for n in lora for f in "AB"}
     base_name = {}  # tuned model name -> base model name (a LoRA layer's base_layer is the plain linear)
-    lora_modules = {name.removesuffix(".weight") for name in lora}
-    for name in tuned_vars:
+    for name in tuned.state_dict():
         head, sep, tail = name.partition(".base_layer.")
-        base_name[name] = head + "." + tail if sep and head in lora_modules else name
-    replaced = {}
+        base_name[name] = f"{head}.{tail}" if sep and f"{head}.weight" in lora else name
+    aliases = {name: group for group in tied_names(base).values() for name in group}
+    tuned_base = {}
     for name, entry in state.items():
         if name not in factors:
             if base_name[name] not in shape:
                 raise NotStreamable(f"adapter tensor {name} replaces no base tensor")
-            for alias in aliases[id(variables[base_name[name]])]:
-                replaced[alias] = entry
-    fingerprinted = {n: base_name[n] for n in sorted(tuned_vars) if n not in state}
-    if any(base not in shape for base in fingerprinted.values()):
+            tuned_base.update(dict.fromkeys(aliases[base_name[name]], entry))
+    fingerprinted = {n: base_name[n] for n in sorted(base_name) if n not in state}
+    if any(name not in shape for name in fingerprinted.values()):
         raise NotStreamable("the tuned model holds tensors the adapter does not")
     built = base_built(preset, folder, base, dtype)
-    return MergePlan(built, dtype, saved, shape, held, stored, buffers, replaced, lora, fingerprinted)
+    return MergePlan(
+        built, dtype, saved_names(base), shape, held, stored, buffers, tuned_base, lora, fingerprinted
+    )
 
 
 def base_built(preset, folder: Path, model: nn.Module, dtype: torch.dtype) -> Built:
@@ -387,8 +431,8 @@ def merged_tensor(plan: MergePlan, saved_name: str) -> torch.Tensor:
     """Return one tensor of the merged checkpoint, as the in-memory merge writes it under ``saved_name``."""
     name = plan.saved[saved_name]
     dtype = plan.out_dtype(name)
-    if name in plan.tuned:
-        return read_stored(plan.tuned[name]).to(dtype)
+    if name in plan.replaced:
+        return read_stored(plan.replaced[name]).to(dtype)
     if name in plan.buffers:
         return plan.buffers[name].to(dtype)
     base = read_stored(plan.stored[name]).to(plan.held[name])
@@ -413,15 +457,13 @@ def write_safetensors(
     offset = 0
     for name in order:
         dtype, shape = spec[name]
-        count = 1
-        for size in shape:
-            count *= size
+        nbytes = math.prod(shape) * dtype.itemsize
         header[name] = {
             "dtype": DTYPE_NAMES[dtype],
             "shape": list(shape),
-            "data_offsets": [offset, offset + count * dtype.itemsize],
+            "data_offsets": [offset, offset + nbytes],
         }
-        offset += count * dtype.itemsize
+        offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data section starts 8-aligned, as safetensors writes it
     with open(file, "wb") as f:
