@@ -104,6 +104,7 @@ def stored_entries(file: Path) -> dict[str, Stored]:
 
 def read_stored(stored: Stored) -> torch.Tensor:
     """Return one stored tensor, read with pread: its bytes live only as long as the tensor."""
+    # Not safe_open().get_tensor: that maps the whole shard, and every page it touched stays in the RSS.
     nbytes = stored.nbytes
     fd = os.open(stored.file, os.O_RDONLY)
     try:
@@ -452,6 +453,7 @@ def write_safetensors(
     The header is written first from ``spec``, then each tensor's bytes as it comes, so only one is ever held.
     Tensors are laid out widest dtype first, as safetensors lays them, so each starts aligned to its element size.
     """
+    # Written by hand: safetensors' save_file takes every tensor of the file at once, which is what streaming avoids.
     order = sorted(names, key=lambda n: (-spec[n][0].itemsize, n))
     header: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
