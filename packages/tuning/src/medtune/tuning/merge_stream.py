@@ -104,7 +104,7 @@ def stored_entries(file: Path) -> dict[str, Stored]:
 
 def read_stored(stored: Stored) -> torch.Tensor:
     """Return one stored tensor, read with pread: its bytes live only as long as the tensor."""
-    # Not safe_open().get_tensor: the shard it maps counts every touched page in the RSS while it is open.
+    # By offset, as sampled() reads its 64 values: both need only the header's byte ranges, not a shard reader.
     nbytes = stored.nbytes
     fd = os.open(stored.file, os.O_RDONLY)
     try:
