@@ -8,7 +8,8 @@ from typing import Literal
 
 import datasets
 
-from medtune.data.hf_vqa import hub_data_files, is_saved_dataset, read_hf_split
+from medtune.data.hf_files import hub_data_files, is_saved_dataset
+from medtune.data.hf_vqa import read_hf_split
 from medtune.data.llava_json import is_question_file, read_llava_file, read_question_file
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from medtune.data import DataError, Rejection, VQARecord, read_reports, read_vqa
-from medtune.data.hf_vqa import is_saved_dataset
+from medtune.data.hf_files import is_saved_dataset
 from medtune.data.splits import file_split
 from medtune.data.tasks import Task, detect_task
 from medtune.data.vqa import detect_layout
