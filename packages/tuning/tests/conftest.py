@@ -32,3 +32,20 @@ def small_demo(demo_cache, tmp_path_factory):
     for split in sorted(source.glob("*.json")):
         (folder / split.name).write_text(json.dumps(json.loads(split.read_text())[:6]))
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_logits():
+    """Return a function giving a built model's teacher-forced logits (batch, seq, vocab) on records."""
+    import torch
+
+    from medtune.tuning.batches import make_collator
+
+    def logits(built, records) -> torch.Tensor:
+        batch = make_collator(built, train=True)(records)
+        batch.pop("qids")
+        built.model.eval()
+        with torch.no_grad():
+            return built.model(**batch).logits
+
+    return logits

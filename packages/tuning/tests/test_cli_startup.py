@@ -46,4 +46,4 @@ def test_the_scorer_flag_offers_exactly_the_eval_variants():
     from medtune.eval.vqa import ScorerVariant
     from medtune.tuning.commands import SCORERS
 
-    assert SCORERS == get_args(ScorerVariant)
+    assert get_args(ScorerVariant) == SCORERS

@@ -10,7 +10,6 @@ import torch
 from medtune.core_models import load
 from medtune.data import demo_dataset, read_vqa
 from medtune.tuning import load_adapter
-from medtune.tuning.batches import make_collator
 from medtune.tuning.cli import main
 from medtune.tuning.export import merged_model
 from medtune.tuning.rebuild import rebuild_from_manifest
@@ -26,16 +25,8 @@ def lora_run(tmp_path_factory, demo_cache):
     return run
 
 
-def logits(built, records) -> torch.Tensor:
-    batch = make_collator(built, train=True)(records)
-    batch.pop("qids")
-    built.model.eval()
-    with torch.no_grad():
-        return built.model(**batch).logits
-
-
 def test_export_merge_writes_a_checkpoint_that_predicts_like_base_plus_adapter(
-    lora_run, tmp_path, demo_cache
+    model_logits, lora_run, tmp_path, demo_cache
 ):
     records = read_vqa(demo_dataset("downstream"), "test")[:3]
     out = tmp_path / "merged"
@@ -47,7 +38,11 @@ def test_export_merge_writes_a_checkpoint_that_predicts_like_base_plus_adapter(
         next(merged_model(lora_run / "adapter").model.parameters()).dtype == torch.float16
     )  # the base's own
     base = load("tiny-llava")
-    got, want, untouched = logits(merged, records), logits(adapted, records), logits(base, records)
+    got, want, untouched = (
+        model_logits(merged, records),
+        model_logits(adapted, records),
+        model_logits(base, records),
+    )
     # The export is rounded to the base's fp16, so it is compared by distance: far closer to base + adapter
     # than the adapter moved the base (which it did, so the comparison means something).
     assert (want - untouched).abs().max() > 1e-3

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from medtune.core_models import load
 from medtune.data import demo_dataset, read_vqa
 from medtune.tuning import load_adapter
 from medtune.tuning.apply import apply_paradigm
-from medtune.tuning.batches import make_collator
 from medtune.tuning.cli import main
 from medtune.tuning.paradigm import Paradigm
 
@@ -19,17 +17,9 @@ pytest.importorskip("bitsandbytes", reason="--4bit needs bitsandbytes")
 FAST = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "2", "--max-steps", "2", "--lr", "0.05"]
 
 
-def logits(built, records) -> torch.Tensor:
-    batch = make_collator(built, train=True)(records)
-    batch.pop("qids")
-    built.model.eval()
-    with torch.no_grad():
-        return built.model(**batch).logits
-
-
 @pytest.mark.parametrize("method", ["ln", "lora"])
 def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter(
-    method, tmp_path, demo_cache, capsys
+    model_logits, method, tmp_path, demo_cache, capsys
 ):
     runs = tmp_path / "runs"
     assert main(["train", "llava", method, "--4bit", *FAST, "--output-dir", str(runs)]) == 0
@@ -48,11 +38,11 @@ def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter
     }
 
     records = read_vqa(demo_dataset("downstream"), "test")[:3]
-    untouched = logits(base, records)
+    untouched = model_logits(base, records)
     adapted = load("tiny-llava")
     adapted.model = apply_paradigm(adapted.model, "llava", method, Paradigm.parse(None, "llava")).model
     load_adapter(adapted.model, run / "adapter")
-    got, want = logits(load("tiny-llava", out), records), logits(adapted, records)
+    got, want = model_logits(load("tiny-llava", out), records), model_logits(adapted, records)
     # The export is rounded to the base's fp16, so it is compared by distance: far closer to base + adapter
     # than the adapter moved the base.
     assert (got - untouched).abs().max() > 1e-3  # the adapter changed the model

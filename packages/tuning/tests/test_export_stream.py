@@ -20,7 +20,6 @@ from medtune.core_models import build_random, get_preset, load
 from medtune.data import demo_dataset, read_vqa
 from medtune.tuning import export as export_module
 from medtune.tuning import merge_stream
-from medtune.tuning.batches import make_collator
 from medtune.tuning.cli import main
 from medtune.tuning.export import export_merged
 
@@ -72,14 +71,6 @@ def saved_tensors(folder) -> dict[str, torch.Tensor]:
     for file in sorted(folder.glob("*.safetensors")):
         tensors.update(load_file(str(file)))  # safetensors' own reader: the streamed files are valid
     return tensors
-
-
-def logits(built, records) -> torch.Tensor:
-    batch = make_collator(built, train=True)(records)
-    batch.pop("qids")
-    built.model.eval()
-    with torch.no_grad():
-        return built.model(**batch).logits
 
 
 @pytest.mark.slow
@@ -150,7 +141,7 @@ def test_streamed_export_holds_one_tensor_at_a_time_and_builds_no_model(runs, tm
     assert peak["bytes"] < total / 8, (peak, total)
 
 
-def test_export_loads_in_transformers_alone_with_medtune_s_logits(runs, tmp_path, demo_cache):
+def test_export_loads_in_transformers_alone_with_medtune_s_logits(model_logits, runs, tmp_path, demo_cache):
     run = runs("llava-lora")
     out = tmp_path / "merged"
     export_merged(run / "adapter", out, max_shard_size="200KB")
@@ -160,11 +151,11 @@ def test_export_loads_in_transformers_alone_with_medtune_s_logits(runs, tmp_path
     assert type(served) is type(ours.model)
     theirs = load("tiny-llava", out)
     theirs.model = served
-    want, got = logits(ours, records), logits(theirs, records)
+    want, got = model_logits(ours, records), model_logits(theirs, records)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     base = load("tiny-llava", json.loads((run / "adapter" / "manifest.json").read_text())["base_source"])
     assert (
-        got - logits(base, records)
+        got - model_logits(base, records)
     ).abs().max() > 1e-3  # the merged adapter is in what transformers serves
 
 
