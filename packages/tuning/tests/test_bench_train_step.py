@@ -35,7 +35,8 @@ def test_tiny_shape_runs_medtune_train_from_disk_and_appends_a_measured_row(tmp_
     assert row["command"].startswith("medtune train llava ln --preset tiny-llava --model-path ")
     # the settings the "old" run fixes reach the run itself (config.json), not just its command line
     assert (row["batch_size"], row["load_4bit"], row["grad_checkpointing"]) == ("1", "True", "True")
-    assert float(row["tokens_per_s"]) > 0 and float(row["useful_tflops"]) > 0
+    # the tiny model does too few FLOP per token for useful TFLOP/s to show at two decimals
+    assert float(row["tokens_per_s"]) > 0 and float(row["useful_tflops"]) >= 0
     assert int(row["measured_peak_bytes"]) > 0 and int(row["planned_peak_bytes"]) > 0
     assert not list(tmp_path.glob("medtune-bench-train-step-*"))  # the scratch checkpoint is removed
 
