@@ -132,3 +132,17 @@ def test_a_turn_whose_value_is_not_text(tmp_path, builders):
         match=r"record 0, id 'c', field 'conversations\[1\].value': the turn's value is a JSON list",
     ):
         read_vqa(path, "train")
+
+
+def test_a_question_file_reports_its_first_bad_line_first(tmp_path, builders):
+    builders.make_image(tmp_path / "a.jpg", fmt="JPEG")
+    good = {"question_id": 1, "image": "a.jpg", "text": "Is there a mass?", "answer": "no"}
+    lines = [json.dumps(good), json.dumps({"question_id": 2, "image": "a.jpg", "answer": "no"}), "{not json"]
+    path = tmp_path / "questions.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="'text'") as err:  # line 2's missing field, not line 3's syntax
+        read_vqa(path, "test")
+    assert err.value.rejection.index == 1
+    rejected: list = []
+    assert [r.qid for r in read_vqa(path, "test", on_invalid="report", rejected=rejected)] == ["1"]
+    assert [r.index for r in rejected] == [1, 2] and "line 3 is not valid JSON" in rejected[1].reason

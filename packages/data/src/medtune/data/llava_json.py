@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.data.record_checks import (
@@ -23,8 +24,13 @@ _HUMAN = ("human", "user")
 _GPT = ("gpt", "assistant")
 # Where LLaVA-Med question files keep a reference answer, in the order looked for.
 QUESTION_FILE_ANSWERS = ("answer", "gpt4_answer", "gt_answer")
-# Stands for a JSON Lines line already rejected; a line reading `null` is a record to reject, not this.
-_REJECTED_LINE = object()
+
+
+@dataclass(frozen=True)
+class _BadLine:
+    """A JSON Lines line that could not be decoded: rejected in file order, with the other lines' problems."""
+
+    reason: str
 
 
 def _strip_placeholder(text: str) -> str:
@@ -128,7 +134,7 @@ def read_llava_json(
 
 
 def _jsonl_rows(path: Path, log: RejectionLog) -> list:
-    """Return the values of a JSON Lines file, one per non-blank line (_REJECTED_LINE for a rejected line).
+    """Return the values of a JSON Lines file, one per non-blank line (a _BadLine where one cannot be decoded).
 
     Each line is decoded on its own, so a line with bytes that are not UTF-8, or that does not parse,
     is one record error naming its line, and the others are still read.
@@ -140,7 +146,7 @@ def _jsonl_rows(path: Path, log: RejectionLog) -> list:
     lines = [(n, line) for n, line in enumerate(data.split(b"\n")) if line.strip()]
     log.saw(len(lines))
     rows: list = []
-    for index, (number, raw) in enumerate(lines):
+    for number, raw in lines:
         try:
             rows.append(json.loads(raw.decode("utf-8")))
             continue
@@ -153,8 +159,7 @@ def _jsonl_rows(path: Path, log: RejectionLog) -> list:
             reason = f"line {number + 1} is not valid JSON ({e.msg} at column {e.colno})."
         except RecursionError:
             reason = f"line {number + 1} nests JSON too deeply to be a question."
-        log.reject(path, index, None, None, reason)
-        rows.append(_REJECTED_LINE)
+        rows.append(_BadLine(reason))
     return rows
 
 
@@ -170,7 +175,8 @@ def read_question_file(
     records: list[VQARecord] = []
     seen: set[str] = set()
     for index, row in enumerate(_jsonl_rows(path, log)):
-        if row is _REJECTED_LINE:
+        if isinstance(row, _BadLine):
+            log.reject(path, index, None, None, row.reason)
             continue
         rid = row.get("question_id") if isinstance(row, dict) else None
         absent = missing_field(row, ("question_id", "image", "text"))
