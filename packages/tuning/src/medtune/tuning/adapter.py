@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -39,6 +39,24 @@ def medtune_version() -> str:
         return "unknown"
 
 
+FINGERPRINT_SAMPLES = 64  # values per tensor the base fingerprint hashes
+
+
+def strided_sample(flat: torch.Tensor) -> torch.Tensor:
+    """Return the fingerprint's sample of a flat tensor: FINGERPRINT_SAMPLES values at an even stride."""
+    return flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES)][:FINGERPRINT_SAMPLES]
+
+
+def fingerprint_of(entries: Iterable[tuple[str, tuple[int, ...], torch.Tensor]]) -> str:
+    """Return the short hash of (name, shape, strided sample) entries, taken in the order given."""
+    digest = hashlib.sha256()
+    for name, shape, sample in entries:
+        digest.update(f"{name}:{tuple(shape)}".encode())
+        sample = sample.detach().cpu()
+        digest.update((sample.float() if sample.is_floating_point() else sample).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def base_fingerprint(
     model: nn.Module,
     exclude: frozenset[str] | set[str] = frozenset(),
@@ -50,22 +68,15 @@ def base_fingerprint(
     full-precision base its adapter loads into (their quantisation state is left out).
     """
     full_precision = full_precision or {}
-    digest = hashlib.sha256()
+    entries = []
     for name, tensor in sorted(model.state_dict().items()):
         if name in exclude or any(name.startswith(f"{q}.") for q in full_precision):
             continue
         tensor = full_precision.get(name, tensor)
         if tensor.device.type == "meta":
             continue
-        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 64)][:64]
-        digest.update(
-            sample.float().cpu().numpy().tobytes()
-            if sample.is_floating_point()
-            else sample.cpu().numpy().tobytes()
-        )
-    return digest.hexdigest()[:16]
+        entries.append((name, tuple(tensor.shape), strided_sample(tensor.detach().reshape(-1))))
+    return fingerprint_of(entries)
 
 
 def tuned_state(model: nn.Module, names: frozenset[str] | set[str]) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ done exactly; the export then merges in memory as before.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,14 @@ from torch import nn
 from medtune.core_models import Built, get_preset
 from medtune.core_models.errors import CheckpointError
 from medtune.core_models.weights import check_files
-from medtune.tuning.adapter import PEFT_WEIGHTS, WEIGHTS
+from medtune.tuning.adapter import (
+    FINGERPRINT_SAMPLES,
+    PEFT_WEIGHTS,
+    WEIGHTS,
+    fingerprint_of,
+    strided_sample,
+)
 from medtune.tuning.stored_tensors import (
-    SAMPLES,
     NotStreamable,
     Stored,
     read_stored,
@@ -334,18 +338,16 @@ def base_built(preset, folder: Path, model: nn.Module, dtype: torch.dtype) -> Bu
 
 def base_fingerprint(plan: MergePlan) -> str:
     """Return the base fingerprint load_adapter computes on the loaded base, from 64 values read per tensor."""
-    digest = hashlib.sha256()
-    for name, base in plan.fingerprinted.items():
-        digest.update(f"{name}:{plan.shape[base]}".encode())
-        if base in plan.buffers:
-            flat = plan.buffers[base].reshape(-1)
-            sample = flat[:: max(1, flat.numel() // SAMPLES)][:SAMPLES]
-        else:
-            sample = sampled(plan.stored[base], plan.held[base])
-        digest.update(
-            sample.float().numpy().tobytes() if sample.is_floating_point() else sample.numpy().tobytes()
+    return fingerprint_of(
+        (
+            name,
+            plan.shape[base],
+            strided_sample(plan.buffers[base].reshape(-1))
+            if base in plan.buffers
+            else sampled(plan.stored[base], plan.held[base], FINGERPRINT_SAMPLES),
         )
-    return digest.hexdigest()[:16]
+        for name, base in plan.fingerprinted.items()
+    )
 
 
 def merged_tensor(plan: MergePlan, saved_name: str) -> torch.Tensor:

@@ -32,7 +32,6 @@ STORED_DTYPES = {
     "BOOL": torch.bool,
 }
 DTYPE_NAMES = {dtype: name for name, dtype in STORED_DTYPES.items()}
-SAMPLES = 64  # values per tensor in the base fingerprint (medtune.tuning.adapter.base_fingerprint)
 
 
 class NotStreamable(Exception):
@@ -89,14 +88,14 @@ def read_stored(stored: Stored) -> torch.Tensor:
     return torch.frombuffer(data, dtype=stored.dtype).reshape(stored.shape)
 
 
-def sampled(stored: Stored, held: torch.dtype) -> torch.Tensor:
-    """Return the base fingerprint's strided sample of a stored tensor (64 values read, not the tensor)."""
+def sampled(stored: Stored, held: torch.dtype, samples: int) -> torch.Tensor:
+    """Return ``samples`` values of a stored tensor at an even stride, in ``held`` (those values read, not the tensor)."""
     count = math.prod(stored.shape)
-    step = max(1, count // SAMPLES)
+    step = max(1, count // samples)
     size = stored.dtype.itemsize
     with open(stored.file, "rb") as f:
         raw = b"".join(
-            os.pread(f.fileno(), size, stored.begin + i * size) for i in range(0, count, step)[:SAMPLES]
+            os.pread(f.fileno(), size, stored.begin + i * size) for i in range(0, count, step)[:samples]
         )
     values = (
         torch.frombuffer(bytearray(raw), dtype=stored.dtype) if raw else torch.empty(0, dtype=stored.dtype)
