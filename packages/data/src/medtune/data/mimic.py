@@ -76,6 +76,7 @@ def read_mimic(
         raise FileNotFoundError(f"MIMIC-CXR-JPG folder {root} has no {' or '.join(MIMIC_SPLIT_CSV)}.")
     reports_root = reports_root if reports_root is not None else root
     table = read_mimic_split_table(csv_path)
+    log.read_from(csv_path)
     studies = mimic_studies(table, split).to_pylist()
     every = len(pc.unique(table["study_id"]))
     log.saw(every)
@@ -98,6 +99,7 @@ def read_mimic(
         if not report_path.is_file():
             log.reject(csv_path, index, study_id, "study_id", f"report file {report_path} does not exist.")
             continue
+        log.read_from(report_path)
         try:
             text = report_path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:  # replacing the bytes would train on U+FFFD

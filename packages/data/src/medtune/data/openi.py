@@ -42,6 +42,7 @@ def read_openi_xml_folder(
     records: list[ReportRecord] = []
     files = sorted(xml_folder.glob("*.xml"))
     log.saw(len(files))
+    log.read_from(xml_folder, *files)  # the folder too: a file added or removed changes its listing
     for index, path in enumerate(files):
         try:
             root = ET.parse(path).getroot()

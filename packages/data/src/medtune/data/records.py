@@ -104,6 +104,11 @@ class RejectionLog:
         self.rows = 0
         self.filtered: dict[str, int] = {}
         self.first: Rejection | None = None
+        self.inputs: list[Path] = []
+
+    def read_from(self, *paths: Path) -> None:
+        """Note files (or listed folders) the records were read from: a cached copy is valid while they are unchanged."""
+        self.inputs.extend(Path(p) for p in paths)
 
     def saw(self, rows: int) -> None:
         """Count ``rows`` more input rows examined."""

@@ -8,6 +8,7 @@ from typing import Literal
 from medtune.data.mimic import MIMIC_SPLIT_CSV, find_mimic_split_csv, read_mimic
 from medtune.data.openi import OPENI_XML_FOLDER, read_openi_xml_folder
 from medtune.data.r2gen import read_r2gen_annotation
+from medtune.data.record_cache import cached_read
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, OnInvalid, RejectionLog, ReportRecord, Split
 
@@ -54,23 +55,30 @@ def read_reports(
     layout = layout or detect_report_layout(source)
     log = RejectionLog(on_invalid, rejected)
     images = Path(image_folder) if image_folder is not None else None
+    reports = Path(reports_folder) if reports_folder is not None else None
     if layout == "r2gen":
-        path = source / "annotation.json" if source.is_dir() else source
-        records = read_r2gen_annotation(path, split, log, images)
-        where = path
+        where = source / "annotation.json" if source.is_dir() else source
     elif layout == "openi-xml":
-        xml_folder = source / OPENI_XML_FOLDER if (source / OPENI_XML_FOLDER).is_dir() else source
-        records = read_openi_xml_folder(xml_folder, split, log, images, sections)
-        where = xml_folder
+        where = source / OPENI_XML_FOLDER if (source / OPENI_XML_FOLDER).is_dir() else source
     elif layout == "mimic-cxr-jpg":
         root = source if source.is_dir() else source.parent
-        reports = Path(reports_folder) if reports_folder is not None else None
-        records = read_mimic(root, split, log, reports, sections)
         where = find_mimic_split_csv(root) or root
     else:
         raise ValueError(
             f"unknown report layout {layout!r}; expected 'r2gen', 'openi-xml' or 'mimic-cxr-jpg'."
         )
+
+    def read(log: RejectionLog) -> list[ReportRecord]:
+        if layout == "r2gen":
+            log.read_from(where)
+            return read_r2gen_annotation(where, split, log, images)
+        if layout == "openi-xml":  # it lists the folder and reads each XML file
+            return read_openi_xml_folder(where, split, log, images, sections)
+        return read_mimic(root, split, log, reports, sections)  # it reads the CSV and each study's report
+
+    key = {"layout": layout, "path": where.resolve(), "split": split, "sections": list(sections)}
+    key |= {"images": images and images.resolve(), "reports": reports and reports.resolve()}
+    records = cached_read("report", key, log, read)
     log.summarise(str(source))
     if not records:
         raise log.empty_split(where, split)

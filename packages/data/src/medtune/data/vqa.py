@@ -11,6 +11,7 @@ import datasets
 from medtune.data.hf_files import hub_data_files, is_saved_dataset
 from medtune.data.hf_vqa import read_hf_split
 from medtune.data.llava_json import is_question_file, read_llava_file, read_question_file
+from medtune.data.record_cache import cached_read
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord
 from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
@@ -116,6 +117,35 @@ def detect_layout(source: Path) -> VQALayout:
     raise FileNotFoundError(f"VQA dataset {source} does not exist; pass the dataset folder or a JSON file.")
 
 
+def _annotation_file(source: Path, split: Split, layout: VQALayout, folder: Path | None) -> Path:
+    """Return the file a Slake, VQA-RAD, LLaVA or LLaVA-Med read of split parses (raises when it is missing)."""
+    if layout == "slake":
+        return slake_split_file(source, split) if source.is_dir() else source
+    if layout == "vqa-rad":
+        path = source / VQARAD_JSON if source.is_dir() else source
+        if folder is None and not (path.parent / VQARAD_IMAGES).is_dir():
+            near = difflib.get_close_matches(
+                VQARAD_IMAGES, [p.name for p in path.parent.iterdir() if p.is_dir()], n=1, cutoff=0.6
+            )
+            raise FileNotFoundError(
+                f"VQA-RAD image folder {path.parent / VQARAD_IMAGES} does not exist"
+                + (f" (there is {near[0]!r}: rename it to {VQARAD_IMAGES!r})" if near else "")
+                + "; keep the image folder next to the JSON under that name."
+            )
+        return path
+    if layout == "llava" and source.is_dir():
+        names = _LLAVA_SPLIT_FILES[split]
+        path = next((source / n for n in names if (source / n).is_file()), None)
+        if path is None:
+            raise missing_split(source, split, f"no {' or '.join(names)} in the folder")
+        return path
+    if layout in ("llava", "llava-med"):
+        return source
+    raise ValueError(
+        f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad', 'llava', 'llava-med' or 'hf'."
+    )
+
+
 def read_vqa(
     source: str | Path | datasets.Dataset | datasets.DatasetDict,
     split: Split,
@@ -156,40 +186,25 @@ def read_vqa(
         )
     if source.is_file() and layout in ("slake", "llava", "llava-med"):
         require_file_split(source, split)
-    if layout == "slake":
-        path = slake_split_file(source, split) if source.is_dir() else source
-        records = read_slake_file(path, lang, log, folder)
-    elif layout == "vqa-rad":
-        path = source / VQARAD_JSON if source.is_dir() else source
-        if folder is None and not (path.parent / VQARAD_IMAGES).is_dir():
-            near = difflib.get_close_matches(
-                VQARAD_IMAGES, [p.name for p in path.parent.iterdir() if p.is_dir()], n=1, cutoff=0.6
-            )
-            raise FileNotFoundError(
-                f"VQA-RAD image folder {path.parent / VQARAD_IMAGES} does not exist"
-                + (f" (there is {near[0]!r}: rename it to {VQARAD_IMAGES!r})" if near else "")
-                + "; keep the image folder next to the JSON under that name."
-            )
-        records = read_vqarad_file(path, split, log, folder, vqarad_freeform_only)
-    elif layout == "llava":
-        if source.is_dir():
-            names = _LLAVA_SPLIT_FILES[split]
-            path = next((source / n for n in names if (source / n).is_file()), None)
-            if path is None:
-                raise missing_split(source, split, f"no {' or '.join(names)} in the folder")
-        else:
-            path = source
-        records = read_llava_file(path, log, folder, confined=folder is not None)
-    elif layout == "llava-med":
-        path = source
-        records = read_question_file(path, log, folder, confined=folder is not None)
-    elif layout == "hf":
+    if layout == "hf":  # datasets caches these tables itself
         where, records = read_hf_split(source, split, log, columns=columns, image_folder=folder, lang=lang)
         path = Path(where)
     else:
-        raise ValueError(
-            f"unknown VQA layout {layout!r}; expected 'slake', 'vqa-rad', 'llava', 'llava-med' or 'hf'."
-        )
+        path = _annotation_file(source, split, layout, folder)
+        key = {"layout": layout, "path": path.resolve(), "split": split, "lang": lang}
+        key |= {"images": folder and folder.resolve(), "freeform_only": vqarad_freeform_only}
+
+        def read(log: RejectionLog) -> list[VQARecord]:
+            log.read_from(path)
+            if layout == "slake":
+                return read_slake_file(path, lang, log, folder)
+            if layout == "vqa-rad":
+                return read_vqarad_file(path, split, log, folder, vqarad_freeform_only)
+            if layout == "llava":
+                return read_llava_file(path, log, folder, confined=folder is not None)
+            return read_question_file(path, log, folder, confined=folder is not None)
+
+        records = cached_read("vqa", key, log, read)
     log.summarise(str(path))
     if not records:
         raise log.empty_split(path, split)
