@@ -57,7 +57,7 @@ def test_length_grouped_order_is_a_seeded_permutation_with_less_padding():
 def test_group_by_length_trains_from_the_length_grouped_order(tmp_path, demo_cache, monkeypatch):
     import json
 
-    import medtune.tuning.train_setup as train_setup
+    import medtune.tuning.run_data as run_data
     from medtune.tuning.cli import main
 
     orders = []
@@ -68,7 +68,7 @@ def test_group_by_length_trains_from_the_length_grouped_order(tmp_path, demo_cac
             orders.append((self.lengths.tolist(), order))
             return iter(order)
 
-    monkeypatch.setattr(train_setup, "LengthGroupedShuffle", Recording)
+    monkeypatch.setattr(run_data, "LengthGroupedShuffle", Recording)
     fast = ["--no-eval-before", "--no-eval", "--quiet", "--batch-size", "4", "--max-steps", "2"]
     assert main(["train", "llava", "ln", *fast, "--group-by-length", "--output-dir", str(tmp_path)]) == 0
     lengths, order = orders[0]

@@ -1,4 +1,4 @@
-"""A training run's setup: its data, accelerator, base model, method, loader, optimiser and resume point.
+"""A training run's setup: its data (run_data.py), accelerator, base model, method, optimiser and resume point.
 
 `set_up` does these in the order they depend on one another and returns them as one `Run`; the loop in
 `medtune.tuning.train` reads nothing else.
@@ -21,21 +21,11 @@ from transformers import get_scheduler
 
 from medtune.core_models import Built
 from medtune.core_models.build import full_precision_weights
-from medtune.data import Rejection, demo_dataset, write_rejections
-from medtune.data.run_files import CONFIG, METRICS, REJECTED
-from medtune.data.workers import CarryErrors
+from medtune.data.run_files import CONFIG, METRICS
 from medtune.eval.scores import format_scores
 from medtune.tuning.adapter import base_fingerprint
 from medtune.tuning.apply import Tuned, apply_paradigm
-from medtune.tuning.batches import GROUP_WINDOW, LengthGroupedShuffle, make_collator, sample_lengths
 from medtune.tuning.checkpoint import EpochShuffle, Position, check_resume, find_checkpoint, load_checkpoint
-from medtune.tuning.datasets import (
-    MAX_NEW_TOKENS,
-    check_held_out,
-    data_fingerprint,
-    eval_layout,
-    read_records,
-)
 from medtune.tuning.errors import UsageError
 from medtune.tuning.evaluate import evaluate
 from medtune.tuning.fast_path import compile_blocks, fit_to_device
@@ -51,21 +41,8 @@ from medtune.tuning.loading import (
 )
 from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.recipes import TrainConfig
+from medtune.tuning.run_data import RunData, announce_data, describe_run, make_loader, read_data
 from medtune.tuning.run_dir import clean_interrupted, new_run_dir, truncate_metrics, write_json_atomic
-
-
-@dataclass
-class RunData:
-    """The records a run trains and scores on, and where they come from."""
-
-    source: Path
-    test_source: Path
-    task: str
-    train: list
-    test: list  # empty unless scored before or after tuning
-    validation: list  # empty unless --eval-every
-    rejected: list[Rejection]
-    max_new_tokens: int
 
 
 @dataclass
@@ -189,48 +166,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_data(cfg: TrainConfig) -> RunData:
-    """Return the train records and, where the run scores or validates, the test and validation ones."""
-    source = Path(cfg.dataset).expanduser() if cfg.dataset else demo_dataset("downstream")
-    rejected: list[Rejection] = []
-    layout = {"columns": cfg.columns, "image_folder": cfg.image_folder}
-    task, train_records = read_records(source, "train", cfg.task, cfg.on_invalid, rejected, **layout)
-    test_source = Path(cfg.eval_dataset).expanduser() if cfg.eval_dataset else source
-    scored = cfg.eval_after or cfg.eval_before
-    if scored and test_source == source:
-        check_held_out(source, task, "test")
-    if cfg.eval_every:
-        check_held_out(source, task, "validation")
-    test = (
-        read_records(
-            test_source, "test", task, cfg.on_invalid, rejected, **eval_layout(source, test_source, layout)
-        )[1]
-        if scored
-        else []
-    )
-    validation = (
-        read_records(source, "validation", task, cfg.on_invalid, rejected, **layout)[1]
-        if cfg.eval_every
-        else []
-    )
-    max_new_tokens = cfg.max_new_tokens or MAX_NEW_TOKENS[task]
-    return RunData(source, test_source, task, train_records, test, validation, rejected, max_new_tokens)
-
-
-def describe_run(cfg: TrainConfig, paradigm: Paradigm, data: RunData) -> dict:
-    """Return the run's config as config.json holds it (resume compares against it); the model's part comes later."""
-    return {
-        **cfg.to_json(),
-        "dataset": {
-            "source": str(data.source.resolve()),
-            "name": data.source.name,
-            "task": data.task,
-            "fingerprint": data_fingerprint(data.train, data.source),
-        },
-        "groups": list(paradigm.groups),
-    }
-
-
 def start_accelerator(cfg: TrainConfig, plan: LoadPlan, fast_path: list[str]) -> Accelerator:
     """Return the accelerator for this process, refusing launched processes that did not join one group."""
     # Accumulation is done by hand in the loop so that the step boundaries survive a resume exactly.
@@ -281,20 +216,6 @@ def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
     if accelerator.num_processes > 1:
         name = broadcast_object_list(name)
     return Path(name[0])
-
-
-def announce_data(
-    accelerator: Accelerator, cfg: TrainConfig, data: RunData, run_dir: Path, *, resuming: bool
-):
-    """Say where the run and its data are; under --on-invalid report, list the rejected records."""
-    say = accelerator.print
-    say(f"run directory: {run_dir}{' (resuming)' if resuming else ''}")
-    unit = "questions" if data.task == "vqa" else "studies"
-    say(f"data: {data.source} ({data.task}: {len(data.train)} train / {len(data.test)} test {unit})")
-    if cfg.on_invalid == "report":
-        if accelerator.is_main_process:
-            write_rejections(data.rejected, run_dir)
-        say(f"rejected {len(data.rejected)} invalid record(s), each listed in {run_dir / REJECTED}")
 
 
 def tune(cfg: TrainConfig, built: Built, plan: LoadPlan, paradigm: Paradigm, say) -> Tuned:
@@ -383,27 +304,6 @@ def adapter_manifest(cfg: TrainConfig, paradigm: Paradigm, built: Built, tuned: 
         # Tuned against NF4 frozen weights; export merges into the full-precision base all the same.
         "trained_4bit": cfg.load_4bit,
     }
-
-
-def make_loader(cfg: TrainConfig, built: Built, records: list) -> tuple[EpochShuffle, DataLoader]:
-    """Return the resumable sampler (length-grouped with --group-by-length) and the train loader over it."""
-    collator = make_collator(built, train=True)
-    sampler = (
-        LengthGroupedShuffle(sample_lengths(collator, records), cfg.seed, GROUP_WINDOW * cfg.batch_size)
-        if cfg.group_by_length
-        else EpochShuffle(len(records), cfg.seed)
-    )
-    workers = cfg.dataloader_num_workers
-    loader = DataLoader(
-        records,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        # In workers, a bad sample's error comes back as data and is raised in the loop, sentence intact.
-        collate_fn=CarryErrors(collator) if workers else collator,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-    return sampler, loader
 
 
 def param_groups(tuned: Tuned, weight_decay: float) -> list[dict]:
