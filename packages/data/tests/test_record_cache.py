@@ -127,3 +127,37 @@ def test_off_and_fast_reads_write_no_entry(builders, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_RECORD_CACHE_SECONDS", "soon")
     with pytest.raises(ValueError, match="MEDTUNE_RECORD_CACHE_SECONDS must be a number"):
         read_vqa(root, "train")
+
+
+def _multi_turn(builders, root):
+    builders.make_image(root / "images" / "x.png", fmt="PNG")
+    turns = [{"from": "human", "value": "<image>\nwhich organ ?"}, {"from": "gpt", "value": "lung"}]
+    turns += [{"from": "human", "value": "is it enlarged ?"}, {"from": "gpt", "value": "no"}]
+    path = root / "train.json"
+    path.write_text(json.dumps([{"id": "c1", "image": "images/x.png", "conversations": turns}]))
+    return path
+
+
+@pytest.mark.parametrize(
+    "layout, build, read",
+    [
+        ("vqa-rad", lambda b, root: b.build_vqarad(root), read_vqa),
+        ("llava multi-turn", _multi_turn, read_vqa),
+        ("r2gen", lambda b, root: b.build_r2gen(root), read_reports),
+        (
+            "mimic",
+            lambda b, root: b.build_mimic(root, [(10000001, 50000001, ["d1", "d2"], "train")]),
+            read_reports,
+        ),
+    ],
+)
+def test_cached_records_equal_a_fresh_read_in_every_layout(
+    builders, tmp_path, monkeypatch, layout, build, read
+):
+    source = build(builders, tmp_path / "data")
+    monkeypatch.setenv("MEDTUNE_RECORD_CACHE_SECONDS", "off")
+    fresh = read(source, "train")
+    monkeypatch.setenv("MEDTUNE_RECORD_CACHE_SECONDS", "0")
+    read(source, "train")
+    assert len(entries(tmp_path)) == 1
+    assert read(source, "train") == fresh  # types too: Path images, lists and dicts in extra
