@@ -124,3 +124,16 @@ def test_grid_specs_are_checked_before_anything_runs():
     for name in built_in_specs():
         assert read_spec(name).cells()  # every built-in spec parses and has cells
     assert main(["grid", "no-such-spec"]) == 2
+
+
+def test_an_experiment_with_its_own_training_set_has_its_own_cells():
+    vqa = {"family": "llava", "methods": ["ln"], "paradigms": ["F,F,PEFT,F"]}
+    reports = {**vqa, "train": "demo:iu-xray", "eval": [{"dataset": "demo:mimic", "role": "zero-shot"}]}
+    spec = spec_from_dict({"train": "demo:downstream", "experiment": [vqa, reports]})
+    ids = [cell.id for cell in spec.cells()]
+    assert ids == ["tiny-llava-ln-F-F-PEFT-F-lrrecipe-s0", "tiny-llava-ln-F-F-PEFT-F-on-iu-xray-lrrecipe-s0"]
+    assert len({cell.key for cell in spec.cells()}) == 2  # rates are chosen per training set too
+    with pytest.raises(UsageError, match="more than once"):
+        spec_from_dict({"train": "demo:downstream", "experiment": [vqa, vqa]})
+    demo = read_spec("demo").cells()  # its report experiment repeats a VQA experiment's cells on iu-xray
+    assert len({cell.id for cell in demo}) == len(demo)

@@ -152,8 +152,9 @@ def validation_value(spec: GridSpec, cell: Cell, run: Path) -> float:
     return float(scores["global"] if "global" in scores else scores["meteor"])
 
 
-def select_rates(spec: GridSpec, runs: dict[Cell, Path]) -> dict[tuple[str, str, str], dict]:
-    """Return, per (preset, method, paradigm), the rate with the best mean validation number over seeds."""
+def select_rates(spec: GridSpec, runs: dict[Cell, Path]) -> dict[tuple[str, str, str, str], dict]:
+    """Return, per Cell.key (preset, method, paradigm, own training set), the rate with the best mean
+    validation number over seeds."""
     values: dict[tuple, dict[float | None, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cell, run in runs.items():
         if len(cell.experiment.lrs[cell.method]) > 1:
@@ -191,7 +192,10 @@ def run_grid(spec: GridSpec, grid_dir: Path, *, progress: bool = True) -> GridRe
         selection = select_rates(spec, runs)
         write_json_atomic(
             grid_dir / "selection.json",
-            [{"preset": k[0], "method": k[1], "paradigm": k[2], **v} for k, v in selection.items()],
+            [
+                {"preset": k[0], "method": k[1], "paradigm": k[2], "train": k[3] or spec.train, **v}
+                for k, v in selection.items()
+            ],
         )
     else:
         selection = {}
@@ -216,11 +220,12 @@ def grid_tables(
                     continue
                 rows = [r for r in load_runs([run])[0] if r.label.endswith("/" + folder)]
                 lr = configs[cell].lr
-                key = (cell.method, cell.paradigm, lr)
+                own = cell.experiment.train_label
+                key = (cell.method, cell.paradigm, lr, own)
                 if key not in entries:
                     chosen = selection.get(cell.key)
                     entries[key] = GridEntry(
-                        method=cell.method,
+                        method=f"{cell.method} (on {own})" if own else cell.method,
                         paradigm=cell.paradigm.split(","),
                         lr=lr,
                         selected=chosen is None or chosen["lr"] == cell.lr,

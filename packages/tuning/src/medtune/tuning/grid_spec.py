@@ -60,6 +60,7 @@ class Experiment:
     evals: tuple[EvalSet, ...]  # the training set's test split first
     model_path: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    train_label: str = ""  # the training set's short name where the experiment names its own, else ""
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,17 @@ class Cell:
     seed: int
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """Return what learning rates are selected over: (preset, method, paradigm)."""
-        return (self.experiment.preset, self.method, self.paradigm)
+    def key(self) -> tuple[str, str, str, str]:
+        """Return what learning rates are selected over: (preset, method, paradigm, own training set or '')."""
+        return (self.experiment.preset, self.method, self.paradigm, self.experiment.train_label)
 
     @property
     def id(self) -> str:
+        """Return the cell's folder name: unique in a grid, the same on every run of the spec (resume finds it)."""
         lr = "recipe" if self.lr is None else f"{self.lr:g}"
-        return f"{self.experiment.preset}-{self.method}-{self.paradigm.replace(',', '-')}-lr{lr}-s{self.seed}"
+        own = f"-on-{self.experiment.train_label}" if self.experiment.train_label else ""
+        paradigm = self.paradigm.replace(",", "-")
+        return f"{self.experiment.preset}-{self.method}-{paradigm}{own}-lr{lr}-s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def spec_from_dict(data: dict, base: Path = Path("."), default_name: str = "grid
         )
     if not experiments:
         raise UsageError("grid spec has no [[experiment]] (family, methods, paradigms)")
-    return GridSpec(
+    spec = GridSpec(
         name,
         train,
         tuple(dict.fromkeys(s for e in experiments for s in e.evals)),
@@ -216,6 +220,14 @@ def spec_from_dict(data: dict, base: Path = Path("."), default_name: str = "grid
         settings,
         str(data.get("description", "")),
     )
+    ids = [cell.id for cell in spec.cells()]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise UsageError(
+            f"grid spec trains cell(s) {', '.join(twice)} more than once (two experiments with the same "
+            "preset, method, paradigm and training set); drop the repeat or give one experiment its own train"
+        )
+    return spec
 
 
 def _evals(train: str, entries: Any, base: Path, where: str) -> tuple[EvalSet, ...]:
@@ -259,6 +271,9 @@ def _experiment(
     paradigms = tuple(str(Paradigm.parse(p, family)) for p in (entry.get("paradigms") or [None]))
     model_path = entry.get("model_path")
     own_train = _dataset(entry["train"], base, f"{where} train") if "train" in entry else train
+    label = ""
+    if own_train != train:  # named in cell folders and table rows, so its cells differ from the others
+        label = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(own_train.removeprefix("demo:")).name).strip("-")
     return Experiment(
         family,
         preset.name,
@@ -269,6 +284,7 @@ def _experiment(
         _evals(own_train, entry.get("eval", default_evals), base, f"{where} "),
         None if model_path is None else _dataset(model_path, base, f"{where} model_path"),
         dict(entry.get("settings") or {}),
+        label,
     )
 
 
