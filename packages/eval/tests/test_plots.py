@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
@@ -28,11 +29,37 @@ def crowded_points() -> list[AccuracyPoint]:
     return points
 
 
-def test_each_point_has_one_label_and_labels_do_not_overlap():
-    points = crowded_points()
+def demo_grid_points() -> list[AccuracyPoint]:
+    """Return the demo grid's 14 LLaVA cells, which crowd one corner: labels there overprinted."""
+    cells = [  # as the grid's table.csv holds them: the placement is sensitive to the last digit
+        ("ln [PEFT,F,PEFT,F]", 3264, 69.8606),
+        ("ln [F,F,PEFT,F]", 1728, 70.7317),
+        ("ln [PEFT,T,PEFT,T]", 85440, 68.9895),
+        ("ln [F,T,PEFT,T]", 83904, 74.3902),
+        ("attention [PEFT,F,PEFT,F]", 701568, 73.8676),
+        ("attention [F,F,PEFT,F]", 589824, 71.7770),
+        ("attention [PEFT,T,PEFT,T]", 783744, 78.0488),
+        ("attention [F,T,PEFT,T]", 672000, 75.2613),
+        ("ffn [F,F,PEFT,F]", 1179648, 77.0035),
+        ("ffn [F,T,PEFT,T]", 1261824, 78.7456),
+        ("lora [F,F,PEFT,F]", 58368, 77.5261),
+        ("lora [F,T,PEFT,T]", 140544, 78.5714),
+        ("prefix [F,F,PEFT,F]", 334464, 57.4913),
+        ("prefix [F,T,PEFT,T]", 416640, 64.1115),
+    ]
+    lrs = {"ln": 0.01, "attention": 0.001, "ffn": 0.001, "lora": 0.003, "prefix": 0.01}
+    return [
+        AccuracyPoint(f"{label} lr {lrs[label.split()[0]]:g}", n, acc, 0.0, label.split()[0])
+        for label, n, acc in cells
+    ]
+
+
+@pytest.mark.parametrize("points", [crowded_points(), demo_grid_points()], ids=["stacked", "demo-grid"])
+def test_each_point_has_one_label_and_labels_do_not_overlap(points):
     fig = accuracy_figure(
         points, "Global accuracy vs trainable parameters\na long table title that must still fit"
     )
+    fig.tight_layout()  # as saving does, after the labels are placed
     canvas = FigureCanvasAgg(fig)
     canvas.draw()  # places each annotation at its offset
     renderer = canvas.get_renderer()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,12 @@ _OFFSETS = [
     for r in range(6)
     for sy in (1, -1)
     for sx in (1, -1)
+] + [  # then further out, on leaders, up to the axes' edge: a crowded corner sends labels to open space
+    (sx * dx, sy * dy - (9 if sy < 0 else 0))
+    for dy in (12, 30, 48, 66, 84, 102)
+    for dx in (60, 100, 140, 180)
+    for sy in (1, -1)
+    for sx in (1, -1)
 ]
 
 
@@ -173,7 +180,7 @@ def _place_labels(fig: Figure, ax, points: list[AccuracyPoint], colours: dict[st
     taken = [Bbox.from_extents(x0 - 4, y0 - 4, x1 + 4, y1 + 4) for (x0, y0), (x1, y1) in zip(low, high)]
 
     def annotate(p: AccuracyPoint, offset: tuple[int, int], leader: bool = False):
-        return ax.annotate(
+        text = ax.annotate(
             p.label,
             (p.trainable, p.accuracy),
             textcoords="offset points",
@@ -183,20 +190,39 @@ def _place_labels(fig: Figure, ax, points: list[AccuracyPoint], colours: dict[st
             color=colours[p.group or p.label],
             arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6} if leader else None,
         )
+        # Out of the layout: the tight_layout at save time would otherwise shrink the axes to fit a label
+        # near the edge, pulling the markers together under labels placed for the wider axes.
+        text.set_in_layout(False)
+        return text
 
-    def cost(box: Bbox) -> int:
+    leaders: list[tuple[float, float]] = []  # points along the leader lines drawn so far
+
+    def along(p: AccuracyPoint, box: Bbox) -> list[tuple[float, float]]:
+        """Points on the leader from p's marker to the middle of its label's box (the marker end left out)."""
+        x0, y0 = ax.transData.transform([(p.trainable, p.accuracy)])[0]
+        x1, y1 = box.intervalx.mean(), box.intervaly.mean()
+        n = max(12, int(math.hypot(x1 - x0, y1 - y0) / 3))  # every 3 px: a marker's box is 8 px wide
+        return [(x0 + (x1 - x0) * t / n, y0 + (y1 - y0) * t / n) for t in range(4, n)]
+
+    def cost(p: AccuracyPoint, box: Bbox, leader: bool) -> int:
         outside = not (inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1))
-        return sum(box.overlaps(b) for b in taken) + 10 * outside
+        crossed = sum(box.contains(x, y) for x, y in leaders)  # a label over an earlier leader
+        if leader:  # and a leader over an earlier label or marker
+            crossed += sum(any(b.contains(x, y) for x, y in along(p, box)) for b in taken)
+        return 3 * sum(box.overlaps(b) for b in taken) + crossed + 10 * outside  # overlaps read worst
 
     for p in sorted(points, key=lambda q: (q.trainable, q.accuracy)):
         tried = []
-        for offset in _OFFSETS:
+        for k, offset in enumerate(_OFFSETS):
             text = annotate(p, offset)
             box = text.get_window_extent(renderer).padded(1)
             text.remove()
-            tried.append((cost(box), offset, box))
+            tried.append((cost(p, box, k >= 4), offset, box))
             if tried[-1][0] == 0:
                 break
         _, offset, box = min(tried, key=lambda t: t[0])
-        annotate(p, offset, leader=offset not in _OFFSETS[:4])
+        leader = offset not in _OFFSETS[:4]
+        annotate(p, offset, leader=leader)
+        if leader:
+            leaders.extend(along(p, box))
         taken.append(box)
