@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from medtune.core_models import load
 from medtune.data import demo_dataset, read_vqa
-from medtune.tuning.batches import LengthGroupedShuffle, make_collator, padding_fraction, sample_lengths
+from medtune.tuning.batches import (
+    LengthGroupedShuffle,
+    cached_sample_lengths,
+    make_collator,
+    padding_fraction,
+    sample_lengths,
+)
 from medtune.tuning.checkpoint import EpochShuffle
 
 
@@ -38,6 +46,26 @@ def test_sample_lengths_are_the_collated_row_lengths(demo_cache):
         else:  # BLIP: question tokens plus the answer's decoder tokens
             expected = batch["attention_mask"].sum(1) + batch["decoder_attention_mask"].sum(1)
             assert lengths == expected.tolist()
+
+
+def test_token_counts_are_cached_per_data_and_collator(demo_cache, monkeypatch):
+    import medtune.tuning.batches as batches
+
+    records = read_vqa(demo_dataset("downstream"), "train")[:40]
+    built = load("tiny-llava")
+    collator = make_collator(built, train=True)
+    expected = sample_lengths(collator, records)
+    assert cached_sample_lengths(collator, records, "data-1") == expected
+
+    def counted_again(*args, **kwargs):
+        raise AssertionError("counted again although the cache holds these lengths")
+
+    monkeypatch.setattr(batches, "sample_lengths", counted_again)
+    assert cached_sample_lengths(make_collator(built, train=True), records, "data-1") == expected
+    with pytest.raises(AssertionError, match="counted again"):  # other data: counted afresh
+        cached_sample_lengths(collator, records, "data-2")
+    with pytest.raises(AssertionError, match="counted again"):  # another collator (token budget): afresh
+        cached_sample_lengths(make_collator(built, train=True, max_length=1024), records, "data-1")
 
 
 def test_length_grouped_order_is_a_seeded_permutation_with_less_padding():

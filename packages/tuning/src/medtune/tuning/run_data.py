@@ -12,7 +12,7 @@ from medtune.core_models import Built
 from medtune.data import Rejection, demo_dataset, write_rejections
 from medtune.data.run_files import REJECTED
 from medtune.data.workers import CarryErrors
-from medtune.tuning.batches import GROUP_WINDOW, LengthGroupedShuffle, make_collator, sample_lengths
+from medtune.tuning.batches import GROUP_WINDOW, LengthGroupedShuffle, cached_sample_lengths, make_collator
 from medtune.tuning.checkpoint import EpochShuffle
 from medtune.tuning.datasets import (
     MAX_NEW_TOKENS,
@@ -95,14 +95,20 @@ def announce_data(
         say(f"rejected {len(data.rejected)} invalid record(s), each listed in {run_dir / REJECTED}")
 
 
-def make_loader(cfg: TrainConfig, built: Built, records: list) -> tuple[EpochShuffle, DataLoader]:
-    """Return the resumable sampler (length-grouped with --group-by-length) and the train loader over it."""
+def make_loader(
+    cfg: TrainConfig, built: Built, records: list, fingerprint: str
+) -> tuple[EpochShuffle, DataLoader]:
+    """Return the resumable sampler (length-grouped with --group-by-length) and the train loader over it.
+
+    ``fingerprint`` is the records' data_fingerprint: the token counts of a length-grouped order are
+    cached under it.
+    """
     collator = make_collator(built, train=True)
-    sampler = (
-        LengthGroupedShuffle(sample_lengths(collator, records), cfg.seed, GROUP_WINDOW * cfg.batch_size)
-        if cfg.group_by_length
-        else EpochShuffle(len(records), cfg.seed)
-    )
+    if cfg.group_by_length:
+        lengths = cached_sample_lengths(collator, records, fingerprint)
+        sampler = LengthGroupedShuffle(lengths, cfg.seed, GROUP_WINDOW * cfg.batch_size)
+    else:
+        sampler = EpochShuffle(len(records), cfg.seed)
     workers = cfg.dataloader_num_workers
     loader = DataLoader(
         records,

@@ -107,7 +107,7 @@ def set_up(cfg: TrainConfig, *, resume: Path | None, progress: bool) -> Run:
     announce_model(cfg, paradigm, plan.counts, built, say)
     if cfg.fsdp:
         shard(cfg, built, tuned.model, say)
-    sampler, loader = make_loader(cfg, built, data.train)
+    sampler, loader = make_loader(cfg, built, data.train, run_config["dataset"]["fingerprint"])
     optimizer = torch.optim.AdamW(param_groups(tuned, cfg.weight_decay), lr=cfg.lr)
     model, loader = prepare(accelerator, cfg, tuned, loader)
     micro_per_epoch = len(loader)
