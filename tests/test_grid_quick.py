@@ -22,8 +22,8 @@ def test_the_quick_grid_trains_every_method_and_writes_its_tables(tmp_path, caps
             assert [r["Method"] for r in rows] == METHODS
             assert all(0 <= float(r["Global (%)"]) <= 100 for r in rows)
             assert (folder / "accuracy_vs_params.png").stat().st_size > 10_000
-    capsys.readouterr()
-    assert (
-        main(["grid", "--quick", "--output-dir", str(tmp_path)]) == 0
-    )  # a finished grid trains nothing again
+    summary = capsys.readouterr().out.split("best cells per table")[1].strip().splitlines()[1:]
+    assert len(summary) == 4 and all(" ln [" in line for line in summary)  # LN-tuning is always named
+    # A finished grid trains nothing again.
+    assert main(["grid", "--quick", "--output-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("already trained") == 12

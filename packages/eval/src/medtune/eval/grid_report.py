@@ -67,6 +67,16 @@ class GridTable:
         return [c for c in METRIC_COLUMNS if any(_is_number(c.value(r)) for r in rows)]
 
 
+def leaders(table: GridTable) -> tuple[str, list[tuple[GridEntry, float]]]:
+    """Return the table's headline metric (global accuracy, else METEOR) and its chosen entries by it, best first."""
+    columns = {c.header: c for c in table.columns()}
+    column = columns.get("Global (%)") or columns.get("METEOR (%)")
+    if column is None:
+        return "", []
+    ranked = [(e, e.stats(column)[0]) for e in table.chosen]
+    return column.header, sorted(((e, 100 * v) for e, v in ranked if v is not None), key=lambda t: -t[1])
+
+
 def closed_majority(rows: list[RunRow]) -> tuple[str, float, int] | None:
     """Return (answer, share, count) of the commonest closed answer in a row's predictions.jsonl, if any."""
     for row in rows:

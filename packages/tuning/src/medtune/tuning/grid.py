@@ -37,6 +37,7 @@ class GridResult:
     skipped: list[str]
     written: list[Path]
     seconds: float
+    tables: list[GridTable]
 
 
 def resolve_dataset(ref: str) -> Path:
@@ -202,8 +203,9 @@ def run_grid(spec: GridSpec, grid_dir: Path, *, progress: bool = True) -> GridRe
 
     for evalset in spec.evals:
         evaluate_cells(spec, runs, evalset, progress=progress)
-    written = write_grid_report(grid_tables(spec, runs, configs, selection), grid_dir / "report", spec.name)
-    return GridResult(grid_dir, trained, skipped, written, time.perf_counter() - started)
+    tables = grid_tables(spec, runs, configs, selection)
+    written = write_grid_report(tables, grid_dir / "report", spec.name)
+    return GridResult(grid_dir, trained, skipped, written, time.perf_counter() - started, tables)
 
 
 def grid_tables(

@@ -109,4 +109,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"report               : {result.written[0]}")
     for path in result.written[1:]:
         print(f"  {path}")
+    print_leaders(result.tables)
     return 0
+
+
+def print_leaders(tables) -> None:
+    """Print each table's three best cells and its best LN-tuning cell, so the outcome reads at a glance."""
+    from medtune.eval.grid_report import leaders
+
+    print("\nbest cells per table (the whole tables are in the report):")
+    for table in tables:
+        metric, ranked = leaders(table)
+        if not ranked:
+            continue
+        shown = [*ranked[:3], next(((e, v) for e, v in ranked[3:] if e.method.startswith("ln")), None)]
+        cells = " | ".join(f"{e.label} {v:.1f}" for e, v in filter(None, shown))
+        print(f"  {table.title} ({metric}): {cells}")
