@@ -9,7 +9,7 @@ import pytest
 
 import medtune.data.mimic as mimic
 import medtune.data.vqa as vqa
-from medtune.data import read_reports, read_vqa
+from medtune.data import read_reports, read_reports_table, read_vqa, read_vqa_table, report_record, vqa_record
 
 
 @pytest.fixture(autouse=True)
@@ -161,3 +161,24 @@ def test_cached_records_equal_a_fresh_read_in_every_layout(
     read(source, "train")
     assert len(entries(tmp_path)) == 1
     assert read(source, "train") == fresh  # types too: Path images, lists and dicts in extra
+
+
+def test_a_read_as_a_table_is_memory_mapped_from_the_cache(builders, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTUNE_RECORD_CACHE_SECONDS", "60")  # kept although it is fast
+    root = builders.build_slake(tmp_path / "slake")
+    table = read_vqa_table(root, "train")
+    assert table.cache_files and str(tmp_path / "cache" / "records") in table.cache_files[0]["filename"]
+    assert [vqa_record(row) for row in table] == read_vqa(root, "train")
+    forbid(monkeypatch, vqa, "read_slake_file")
+    assert read_vqa_table(root, "train")["qid"] == table["qid"]  # the second call reads no file again
+    mimic_root = builders.build_mimic(tmp_path / "mimic", [(10000001, 50000001, ["d1"], "train")])
+    reports = read_reports_table(mimic_root, "train")
+    assert reports.cache_files and [report_record(r) for r in reports] == read_reports(mimic_root, "train")
+
+
+def test_a_table_with_rejected_records_is_built_in_memory_and_lists_them(builders, tmp_path):
+    rows = [builders.slake_row(0, 0), builders.slake_row(1, 1, question="")]
+    root = builders.build_slake(tmp_path / "slake", {"train": rows})
+    rejected = []
+    table = read_vqa_table(root, "train", on_invalid="report", rejected=rejected)
+    assert table["qid"] == ["0"] and not table.cache_files and [r.record_id for r in rejected] == ["1"]

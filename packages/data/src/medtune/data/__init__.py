@@ -13,11 +13,11 @@ from medtune.data.instructions import (
 from medtune.data.llava_json import read_llava_json, read_llava_questions, write_llava_json
 from medtune.data.mimic import mimic_studies, read_mimic_split_csv
 from medtune.data.records import DataError, Rejection, ReportRecord, VQARecord, write_rejections
-from medtune.data.reports import read_reports
+from medtune.data.reports import read_reports, read_reports_table
 from medtune.data.splits import LayoutError
 from medtune.data.templates import IMAGE_PLACEHOLDER, PromptTemplate, get_template
 from medtune.data.torch_dataset import RecordDataset
-from medtune.data.vqa import read_vqa
+from medtune.data.vqa import read_vqa, read_vqa_table
 
 __all__ = [
     "IGNORE_INDEX",
@@ -45,7 +45,9 @@ __all__ = [
     "read_llava_questions",
     "read_mimic_split_csv",
     "read_reports",
+    "read_reports_table",
     "read_vqa",
+    "read_vqa_table",
     "report_instruction",
     "report_record",
     "reports_dataset",

@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 import datasets
@@ -33,6 +34,8 @@ from medtune.data.records import RejectionLog, VQARecord
 logger = logging.getLogger(__name__)
 ENV = "MEDTUNE_RECORD_CACHE_SECONDS"
 _META = "inputs.json"
+# Set while kept_table reads: every clean read is kept whatever it took, and its entry is noted here.
+_KEEP: ContextVar[list[Path] | None] = ContextVar("medtune_kept_entries", default=None)
 
 
 @functools.cache
@@ -114,7 +117,7 @@ def cached_read(kind: str, key: dict, log: RejectionLog, read: Callable[[Rejecti
     ``key`` names the read (source, split and every option that changes its records); ``read`` is the
     reader, which names the annotation files it opened with ``log.read_from``.
     """
-    least = _min_seconds()
+    least, kept = _min_seconds(), _KEEP.get()
     if least is None:
         return read(log)
     entry = _entry({"kind": kind, **key})
@@ -122,9 +125,33 @@ def cached_read(kind: str, key: dict, log: RejectionLog, read: Callable[[Rejecti
         records = _load(entry)
         if records is not None:
             logger.info("%d record(s) read from the cache %s", len(records), entry)
+            if kept is not None:
+                kept.append(entry)
             return records
     start = time.perf_counter()
     records = read(log)
-    if records and not log.count and time.perf_counter() - start >= least:
+    if records and not log.count and (kept is not None or time.perf_counter() - start >= least):
         _save(entry, kind, records, log.inputs)
+        if kept is not None:
+            kept.append(entry)
     return records
+
+
+def kept_table(kind: str, read_records: Callable[[], list]) -> datasets.Dataset:
+    """Return the records ``read_records()`` returns as a datasets.Dataset, memory-mapped from its cache entry.
+
+    The read is kept whatever it took. A read that rejected records, a Hugging Face table and a cache
+    turned off give an in-memory Dataset of the same columns instead.
+    """
+    entries: list[Path] = []
+    token = _KEEP.set(entries)
+    try:
+        records = read_records()
+    finally:
+        _KEEP.reset(token)
+    if entries:
+        try:
+            return datasets.load_from_disk(str(entries[-1] / "records"))
+        except (OSError, ValueError):  # removed meanwhile: the records in hand are as good
+            pass
+    return (vqa_dataset if kind == "vqa" else reports_dataset)(records)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import datasets
+
 from medtune.data.mimic import MIMIC_SPLIT_CSV, find_mimic_split_csv, read_mimic
 from medtune.data.openi import OPENI_XML_FOLDER, read_openi_xml_folder
 from medtune.data.r2gen import read_r2gen_annotation
-from medtune.data.record_cache import cached_read
+from medtune.data.record_cache import cached_read, kept_table
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, OnInvalid, RejectionLog, ReportRecord, Split
 
@@ -83,3 +85,10 @@ def read_reports(
     if not records:
         raise log.empty_split(where, split)
     return records
+
+
+def read_reports_table(source: str | Path, split: Split, **options) -> datasets.Dataset:
+    """Return read_reports' records of split as a datasets.Dataset (reports_dataset's columns; ``report_record``
+    decodes a row), memory-mapped from the record cache so a second call reads no file again.
+    """
+    return kept_table("report", lambda: read_reports(source, split, **options))

@@ -11,7 +11,7 @@ import datasets
 from medtune.data.hf_files import hub_data_files, is_saved_dataset
 from medtune.data.hf_vqa import read_hf_split
 from medtune.data.llava_json import is_question_file, read_llava_file, read_question_file
-from medtune.data.record_cache import cached_read
+from medtune.data.record_cache import cached_read, kept_table
 from medtune.data.record_checks import read_json_file
 from medtune.data.records import SPLITS, DataError, OnInvalid, RejectionLog, Split, VQARecord
 from medtune.data.slake import SPLIT_FILES, read_slake_file, slake_split_file
@@ -209,3 +209,10 @@ def read_vqa(
     if not records:
         raise log.empty_split(path, split)
     return records
+
+
+def read_vqa_table(source: str | Path, split: Split, **options) -> datasets.Dataset:
+    """Return read_vqa's records of split as a datasets.Dataset (vqa_dataset's columns; ``vqa_record`` decodes
+    a row), memory-mapped from the record cache so a second call reads no file again.
+    """
+    return kept_table("vqa", lambda: read_vqa(source, split, **options))
