@@ -56,6 +56,28 @@ def test_export_refuses_a_non_empty_out_folder(lora_run, tmp_path, capsys):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_export_to_a_nearly_full_disk_is_a_sentence_before_anything_is_written(
+    lora_run, tmp_path, capsys, monkeypatch
+):
+    import shutil
+
+    from medtune.tuning.errors import UsageError
+    from medtune.tuning.export import export_merged
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        "medtune.tuning.run_dir.shutil.disk_usage", lambda path: real(path)._replace(free=100_000)
+    )
+    out = tmp_path / "exports" / "merged"
+    assert main(["export", str(lora_run), "--merge", "--out", str(out)]) == 2  # streamed
+    err = capsys.readouterr().err
+    assert "not enough disk space for the merged export" in err and "pass --out on a larger disk" in err
+    assert "Traceback" not in err and not (tmp_path / "exports").exists()  # the 4.4 MB base needs more
+    with pytest.raises(UsageError, match="not enough disk space for the merged export"):
+        export_merged(lora_run / "adapter", out, stream=False)  # the in-memory path checks too
+    assert not (tmp_path / "exports").exists()
+
+
 def test_load_adapter_refuses_an_adapter_made_for_another_base_and_swaps_ln_fast(tmp_path, demo_cache):
     out = tmp_path / "runs"
     assert main(["train", "llava", "ln", *FAST, "--output-dir", str(out)]) == 0

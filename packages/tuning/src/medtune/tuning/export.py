@@ -13,6 +13,7 @@ is not a rename), the base is rebuilt in memory, merged and saved with ``save_pr
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ from medtune.tuning.merge_stream import (
 )
 from medtune.tuning.model_card import model_card
 from medtune.tuning.rebuild import base_source, rebuild_from_manifest
-from medtune.tuning.run_dir import replace_folder
+from medtune.tuning.run_dir import check_free_space, replace_folder
 
 DEFAULT_SHARD = "5GB"
 
@@ -188,6 +189,16 @@ def generation_config(built: Built, run_config: dict):
     return config
 
 
+def merged_bytes(plan, built: Built) -> int:
+    """Return the bytes the merged checkpoint's tensors take: from the streamed plan's shapes, else the model's."""
+    if plan is not None:
+        return sum(
+            math.prod(plan.shape[name]) * plan.out_dtype(name).itemsize
+            for name in dict.fromkeys(plan.saved.values())
+        )
+    return sum(t.numel() * t.element_size() for t in built.model.state_dict().values())
+
+
 def export_merged(
     adapter: Path,
     out: Path,
@@ -239,6 +250,7 @@ def export_merged(
         )
     run_file = Path(adapter).parent / CONFIG
     run_config = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    check_free_space(out.parent, merged_bytes(plan, built), "merged export", "--out")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if plan is not None:

@@ -65,13 +65,16 @@ def format_bytes(size: float) -> str:
     return f"{int(size)} bytes"
 
 
-def check_free_space(folder: Path, needed: int, what: str) -> None:
-    """Raise a sentence when ``folder``'s disk has less than ``needed`` bytes (plus 10%) free."""
+def check_free_space(folder: Path, needed: int, what: str, flag: str = "--output-dir") -> None:
+    """Raise a sentence when ``folder``'s disk (or its nearest existing parent's) has less than ``needed``
+    bytes (plus 10%) free; ``flag`` is the option that places the write elsewhere."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     free = shutil.disk_usage(folder).free
     if free < needed * 1.1:
         raise UsageError(
             f"not enough disk space for the {what} in {folder}: it needs about {format_bytes(needed)} and "
-            f"{format_bytes(free)} are free; free some space or pass --output-dir on a larger disk "
+            f"{format_bytes(free)} are free; free some space or pass {flag} on a larger disk "
             "(nothing already saved was replaced)"
         )
 
