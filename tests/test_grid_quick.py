@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from medtune.tuning.cli import main
 
 METHODS = ["full", "ln", "attention", "ffn", "lora", "prefix"]
 
 
+@pytest.mark.slow  # about a minute: twelve short training runs, each scored twice
 def test_the_quick_grid_trains_every_method_and_writes_its_tables(tmp_path, capsys):
     assert main(["grid", "--quick", "--output-dir", str(tmp_path)]) == 0
     report = tmp_path / "grid-quick" / "report"
