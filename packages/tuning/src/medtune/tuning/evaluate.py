@@ -62,7 +62,7 @@ def evaluate(
 ) -> dict:
     """Return the scores of ``built`` on ``records``; with ``out_dir``, also write predictions and scores there."""
     if out_dir is not None:  # before generating, so a full disk does not waste the whole generation
-        check_free_space(_existing(Path(out_dir)), predictions_bytes(records, generation), "predictions")
+        check_free_space(Path(out_dir), predictions_bytes(records, generation), "predictions")
     predictions = predict(built, records, **generation)
     fields = answer_fields(records)
     if out_dir is None:
@@ -98,12 +98,6 @@ def predictions_bytes(records: list, generation: dict) -> int:
         len(getattr(r, "question", "")) + len(getattr(r, "answer", getattr(r, "report", ""))) for r in records
     )
     return 2 * texts + per_row * len(records)
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def validation_loss(built: Built, records: list, *, batch_size: int = 32) -> float:
