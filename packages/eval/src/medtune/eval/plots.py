@@ -217,11 +217,11 @@ def _place_labels(fig: Figure, ax, points: list[AccuracyPoint], colours: dict[st
             text = annotate(p, offset)
             box = text.get_window_extent(renderer).padded(1)
             text.remove()
-            tried.append((cost(p, box, k >= 4), offset, box))
+            tried.append((cost(p, box, k >= 4), k, offset, box))  # the first four sit beside the marker
             if tried[-1][0] == 0:
                 break
-        _, offset, box = min(tried, key=lambda t: t[0])
-        leader = offset not in _OFFSETS[:4]
+        _, k, offset, box = min(tried, key=lambda t: t[0])
+        leader = k >= 4
         annotate(p, offset, leader=leader)
         if leader:
             leaders.extend(along(p, box))
