@@ -126,10 +126,26 @@ class LazyTensors(Mapping):
         return len(self.entries)
 
 
+@contextmanager
+def open_shard(file: Path):
+    """Yield ``file`` opened with safe_open, reading each tensor with pread where safetensors can.
+
+    Memory-mapped (safe_open's default), every page a read touches stays resident until the file closes, so
+    reading a shard tensor by tensor would hold the whole shard; with pread a tensor's bytes live only as long
+    as the tensor. A safetensors without the pread backend maps the file as before.
+    """
+    try:
+        handle = safe_open(file, framework="pt", device="cpu", backend="pread")
+    except TypeError:
+        handle = safe_open(file, framework="pt")
+    with handle as shard:
+        yield shard
+
+
 def read_tensor(file: Path, name: str) -> torch.Tensor:
     """Return one tensor from a safetensors or .bin file (a .bin is memory-mapped, not read whole)."""
     if file.suffix == ".safetensors":
-        with safe_open(file, framework="pt") as shard:
+        with open_shard(file) as shard:
             return shard.get_tensor(name)
     return torch.load(file, map_location="cpu", weights_only=True, mmap=True)[name]
 
