@@ -47,3 +47,19 @@ def test_4bit_run_exports_a_full_precision_checkpoint_equal_to_base_plus_adapter
     # than the adapter moved the base.
     assert (got - untouched).abs().max() > 1e-3  # the adapter changed the model
     assert (got - want).abs().max() < 0.1 * (want - untouched).abs().max()
+
+
+def test_a_4bit_base_fingerprints_like_its_checkpoint_from_64_values_per_weight(demo_cache, monkeypatch):
+    from medtune.core_models.build import full_precision_weights
+    from medtune.core_models.quantize import FourBit
+    from medtune.tuning.adapter import base_fingerprint
+    from medtune.tuning.stored_tensors import Located, Stored
+
+    full = load("tiny-llava")
+    nf4 = load("tiny-llava", four_bit=FourBit())
+    assert nf4.quantized
+    located = Located(full_precision_weights(nf4))
+    assert all(isinstance(located[name], Stored) for name in located)
+    # Only the sampled values are read: a whole-tensor read of the checkpoint now fails the test.
+    monkeypatch.setattr("medtune.core_models.weights.read_tensor", lambda *a: pytest.fail("read whole"))
+    assert base_fingerprint(nf4.model, full_precision=located) == base_fingerprint(full.model)

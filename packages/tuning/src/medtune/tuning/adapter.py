@@ -24,6 +24,7 @@ from torch import nn
 from medtune.data.run_files import ADAPTER
 from medtune.tuning.errors import AdapterError, UsageError
 from medtune.tuning.run_dir import check_free_space, replace_folder
+from medtune.tuning.stored_tensors import Stored, sampled
 
 WEIGHTS = "adapter.safetensors"  # medtune's own layout
 PEFT_CONFIG = "adapter_config.json"
@@ -60,12 +61,13 @@ def fingerprint_of(entries: Iterable[tuple[str, tuple[int, ...], torch.Tensor]])
 def base_fingerprint(
     model: nn.Module,
     exclude: frozenset[str] | set[str] = frozenset(),
-    full_precision: Mapping[str, torch.Tensor] | None = None,
+    full_precision: Mapping[str, torch.Tensor | Stored] | None = None,
 ) -> str:
     """Return a short hash of the frozen base: every tensor's name, shape and a strided sample of values.
 
     ``full_precision`` maps NF4-quantised weights to their checkpoint tensors, so a 4-bit model hashes like the
-    full-precision base its adapter loads into (their quantisation state is left out).
+    full-precision base its adapter loads into (their quantisation state is left out). A tensor given as its
+    place in a safetensors file (``Stored``) has only its sampled values read.
     """
     full_precision = full_precision or {}
     entries = []
@@ -73,6 +75,9 @@ def base_fingerprint(
         if name in exclude or any(name.startswith(f"{q}.") for q in full_precision):
             continue
         tensor = full_precision.get(name, tensor)
+        if isinstance(tensor, Stored):
+            entries.append((name, tensor.shape, sampled(tensor, tensor.dtype, FINGERPRINT_SAMPLES)))
+            continue
         if tensor.device.type == "meta":
             continue
         entries.append((name, tuple(tensor.shape), strided_sample(tensor.detach().reshape(-1))))

@@ -10,13 +10,13 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from medtune.core_models.weights import safetensors_header
+from medtune.core_models.weights import LazyTensors, safetensors_header
 
 # safetensors' dtype names (its format spec); a checkpoint holding any other is merged in memory.
 STORED_DTYPES = {
@@ -66,6 +66,38 @@ def stored_entries(file: Path) -> dict[str, Stored]:
         begin = data + entry["data_offsets"][0]
         entries[name] = Stored(file, name, dtype, tuple(entry["shape"]), begin)
     return entries
+
+
+class Located(Mapping):
+    """A LazyTensors' tensors as their places in safetensors files (Stored), so a reader takes only what it needs.
+
+    A tensor in a .bin file (or under a dtype safetensors' header names oddly) is read whole, when asked for.
+    """
+
+    def __init__(self, lazy: LazyTensors):
+        self.lazy = lazy
+        self.files: dict[Path, dict[str, Stored]] = {}
+
+    def __getitem__(self, name: str) -> Stored | torch.Tensor:
+        file, stored = self.lazy.entries[name]
+        if file.suffix == ".safetensors":
+            if file not in self.files:
+                try:
+                    self.files[file] = stored_entries(file)
+                except NotStreamable:
+                    self.files[file] = {}
+            if stored in self.files[file]:
+                return self.files[file][stored]
+        return self.lazy[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.lazy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lazy)
+
+    def __len__(self) -> int:
+        return len(self.lazy)
 
 
 def read_stored(stored: Stored) -> torch.Tensor:

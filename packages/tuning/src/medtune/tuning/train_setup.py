@@ -43,6 +43,7 @@ from medtune.tuning.paradigm import Paradigm
 from medtune.tuning.recipes import TrainConfig
 from medtune.tuning.run_data import RunData, announce_data, describe_run, make_loader, read_data
 from medtune.tuning.run_dir import clean_interrupted, new_run_dir, truncate_metrics, write_json_atomic
+from medtune.tuning.stored_tensors import Located
 
 
 @dataclass
@@ -289,9 +290,12 @@ def shard(cfg: TrainConfig, built: Built, model: torch.nn.Module, say) -> None:
 
 def adapter_manifest(cfg: TrainConfig, paradigm: Paradigm, built: Built, tuned: Tuned) -> dict:
     """Return the manifest every adapter of this run is saved with."""
-    # NF4 weights are fingerprinted as the checkpoint holds them, naming the full-precision base the adapter fits.
+    # NF4 weights are fingerprinted as the checkpoint holds them, naming the full-precision base the adapter fits;
+    # only their sampled values are read (reading them whole held ~1.2 GB more at 0.8B parameters).
     fingerprint = base_fingerprint(
-        tuned.model, exclude=tuned.trainable, full_precision=full_precision_weights(built, tuned.model)
+        tuned.model,
+        exclude=tuned.trainable,
+        full_precision=Located(full_precision_weights(built, tuned.model)),
     )
     return {
         "preset": cfg.preset,
