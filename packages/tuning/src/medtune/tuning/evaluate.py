@@ -13,6 +13,7 @@ from medtune.data.tasks import answer_fields
 from medtune.eval import generate_answers, score_predictions, write_eval_outputs
 from medtune.tuning.batches import make_collator
 from medtune.tuning.errors import UsageError
+from medtune.tuning.loss import model_loss
 from medtune.tuning.run_dir import check_free_space
 
 
@@ -114,7 +115,7 @@ def validation_loss(built: Built, records: list, *, batch_size: int = 32) -> flo
         for batch in loader:
             batch.pop("qids", None)
             n = len(batch["input_ids"])
-            total += model(**{k: v.to(device) for k, v in batch.items()}).loss.item() * n
+            total += model_loss(model, {k: v.to(device) for k, v in batch.items()}).item() * n
             count += n
     model.train(was_training)
     return total / max(count, 1)

@@ -23,6 +23,7 @@ from medtune.core_models import FAMILY_GROUPS, group_of
 GIB = 1024**3
 CONSUMER_GPUS = {"8 GB": 8 * GIB, "12 GB": 12 * GIB, "16 GB": 16 * GIB, "24 GB": 24 * GIB}
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context + allocator slack a card loses before the first tensor
+TEXT_TOKENS = 128  # prompt template + question + answer of a planned sequence, beside its image tokens
 NF4_BYTES_PER_PARAM = (
     0.5 + 1 / 64 + 4 / (64 * 256)
 )  # 4-bit codes + 8-bit block absmax (64) + fp32 per 256 blocks
@@ -73,11 +74,11 @@ def default_seq_len(model: nn.Module, family: str) -> int:
     """Return a real training sequence: image tokens + prompt template + question + answer (llava), or question."""
     if family == "llava":
         vision = model.config.vision_config
-        return (vision.image_size // vision.patch_size) ** 2 + 128
+        return (vision.image_size // vision.patch_size) ** 2 + TEXT_TOKENS
     if family == "vlm":  # the architecture's image tokens at the planning resolution (core_models.vlm)
         from medtune.core_models.vlm import rule_of
 
-        return rule_of(model).image_tokens(model.config) + 128
+        return rule_of(model).image_tokens(model.config) + TEXT_TOKENS
     return 35  # BLIP-VQA's question limit
 
 
@@ -194,7 +195,7 @@ def plan_memory(
             kept = stack.layers * full_layer
         activations += batch * kept * dtype_bytes
     text = model.config.text_config
-    logit_tokens = seq_len if family in ("llava", "vlm") else 10
+    logit_tokens = min(seq_len, TEXT_TOKENS) if family in ("llava", "vlm") else 10
     activations += (
         batch * logit_tokens * text.vocab_size * (dtype_bytes + 12)
     )  # logits, fp32 copy, log-softmax, grad

@@ -22,6 +22,7 @@ from medtune.tuning.evaluate import evaluate, validation_loss
 from medtune.tuning.fast_path import run_eager
 from medtune.tuning.fsdp import skip_gradient_sync
 from medtune.tuning.loading import peak_memory
+from medtune.tuning.loss import model_loss
 from medtune.tuning.recipes import TrainConfig
 from medtune.tuning.run_dir import MetricsLog, write_json_atomic
 from medtune.tuning.shards import real_rows, weight_padding
@@ -62,7 +63,7 @@ def training_step(
     ``diverged``, a NaN or infinite loss raises FloatingPointError with the sentence it returns, before backward.
     """
     with autocast or contextlib.nullcontext():
-        loss = model(**batch).loss
+        loss = model_loss(model, batch)
     if diverged is not None and not torch.isfinite(loss):
         raise FloatingPointError(diverged(loss.item()))
     # Unscaled, the graph gains no ops: a benchmark's step is the model's alone.
