@@ -94,14 +94,14 @@ def set_up(cfg: TrainConfig, *, resume: Path | None, progress: bool) -> Run:
     accelerator = start_accelerator(cfg, plan, fast_path)
     main, say = accelerator.is_main_process, accelerator.print
     checkpoint = reopen(resume, accelerator) if resume is not None else None
-    built, loaded_peak = load_measured(cfg, plan, accelerator.device)
+    built, measured = load_measured(cfg, plan, accelerator.device)
     run_dir = resume if resume is not None else shared_run_dir(accelerator, cfg)
     announce_data(accelerator, cfg, data, run_dir, resuming=resume is not None)
     before = (
         score_base(cfg, built, data, say, progress) if cfg.eval_before and resume is None and main else None
     )
     tuned = tune(cfg, built, plan, paradigm, say)
-    record_model(run_config, plan, built, accelerator.device, loaded_peak)
+    record_model(run_config, plan, built, accelerator.device, measured)
     if main and resume is None:
         write_json_atomic(run_dir / CONFIG, run_config)
     manifest = adapter_manifest(cfg, paradigm, built, tuned)
@@ -198,17 +198,23 @@ def reopen(resume: Path, accelerator: Accelerator) -> Path:
     return find_checkpoint(resume)
 
 
-def load_measured(cfg: TrainConfig, plan: LoadPlan, device: torch.device) -> tuple[Built, int]:
-    """Return the base loaded onto ``device`` (each NF4 layer quantised as it loads) and the load's peak bytes."""
+def load_measured(cfg: TrainConfig, plan: LoadPlan, device: torch.device) -> tuple[Built, dict[str, int]]:
+    """Return the base loaded onto ``device`` (each NF4 layer quantised as it loads) and the memory measured.
+
+    The bytes are the process's before loading (on the CPU the interpreter and libraries, which the plan,
+    counting tensors, leaves out; 0 on a GPU) and the load phase's peak.
+    """
     check_fits(plan, device, cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    before = peak_memory(device)
     built = load_base(cfg, plan, device)
     if device.type == "cpu":  # host memory is the CPU run's limit: freed step tensors go back to the system
         from medtune.core_models.weights import keep_returning_freed_memory
 
         keep_returning_freed_memory()
-    return built, peak_memory(device)  # the load phase's peak, before any step
+    measured = {"measured_before_load_bytes": before, "measured_load_peak_bytes": peak_memory(device)}
+    return built, measured
 
 
 def shared_run_dir(accelerator: Accelerator, cfg: TrainConfig) -> Path:
@@ -244,7 +250,7 @@ def enable_checkpointing(model) -> None:
 
 
 def record_model(
-    run_config: dict, plan: LoadPlan, built: Built, device: torch.device, loaded_peak: int
+    run_config: dict, plan: LoadPlan, built: Built, device: torch.device, measured: dict[str, int]
 ) -> None:
     """Add to ``run_config`` what was loaded: its source, parameter counts, load dtype and memory so far."""
     counts = plan.counts  # from the meta model: NF4 weights hold two values per stored byte
@@ -261,7 +267,7 @@ def record_model(
         "planned_load_peak_bytes": plan.memory.load_peak,
         "planned_step_peak_bytes": plan.memory.total,
         "measured_by": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS",
-        "measured_load_peak_bytes": loaded_peak,
+        **measured,
     }
 
 

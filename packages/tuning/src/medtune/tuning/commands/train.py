@@ -220,9 +220,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"time                 : {result.seconds:.0f} s")
     if result.memory is not None:
         m = result.memory
+        # The process itself before loading, on the CPU: the plan counts tensors only.
+        before = m.get("measured_before_load_bytes") or 0
+        of_it = f"; {before / 2**30:.2f} GiB of it before loading" if before else ""
         print(
-            f"memory peak          : {m['measured_peak_bytes'] / 2**30:.2f} GiB measured ({m['measured_by']}), "
-            f"{m['planned_peak_bytes'] / 2**30:.2f} GiB planned"
+            f"memory peak          : {m['measured_peak_bytes'] / 2**30:.2f} GiB measured ({m['measured_by']}"
+            f"{of_it}), {m['planned_peak_bytes'] / 2**30:.2f} GiB planned"
         )
     print(f"run directory        : {result.run_dir}")
     return 0
