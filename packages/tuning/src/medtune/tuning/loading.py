@@ -7,6 +7,7 @@ layers to keep in full precision and gives the memory planner the model it estim
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -144,6 +145,17 @@ def mixed_precision(dtype: torch.dtype, cfg: TrainConfig) -> str:
     if dtype == torch.float16:
         return "fp16"
     return "bf16" if cfg.bf16 and torch.cuda.is_available() else "no"
+
+
+def current_memory(device: torch.device) -> int:
+    """Return this process's memory in bytes now: CUDA memory_allocated, else the resident set (Linux; else the peak)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_memory(device)
 
 
 def peak_memory(device: torch.device) -> int:

@@ -33,6 +33,7 @@ from medtune.tuning.fsdp import shard_model
 from medtune.tuning.loading import (
     LoadPlan,
     check_fits,
+    current_memory,
     load_base,
     mixed_precision,
     peak_memory,
@@ -207,7 +208,7 @@ def load_measured(cfg: TrainConfig, plan: LoadPlan, device: torch.device) -> tup
     check_fits(plan, device, cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    before = peak_memory(device)
+    before = current_memory(device)
     built = load_base(cfg, plan, device)
     if device.type == "cpu":  # host memory is the CPU run's limit: freed step tensors go back to the system
         from medtune.core_models.weights import keep_returning_freed_memory
