@@ -248,6 +248,9 @@ def enable_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers also makes every input embedding's output require grad, which only the reentrant variant
+    # needs; it pulls a frozen vision tower into the backward (recomputed and back-propagated for nothing).
+    model.disable_input_require_grads()
 
 
 def record_model(
