@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,3 +128,44 @@ def test_fused_norms_compile_inside_a_decoder_block_without_graph_breaks():
     assert type(layers[0].input_layernorm).__module__.startswith("medtune.kernels")
     compile_blocks(model, "aot_eager")  # the regional form train uses: blocks compiled in place, names kept
     assert "model.language_model.layers.0.input_layernorm.weight" in dict(model.named_parameters())
+
+
+def test_on_the_cpu_checkpointing_turns_on_only_when_the_host_memory_needs_it(monkeypatch):
+    import medtune.tuning.fast_path as fast_path
+
+    cfg = resolve_config("llava", "ln", "tiny-llava", "F,F,PEFT,F", {"batch_size": 2})
+    paradigm = Paradigm.parse(cfg.paradigm, "llava")
+    plenty = fit_to_device(cfg, paradigm, torch.device("cpu"))
+    monkeypatch.setattr(fast_path, "host_memory", lambda: 1 * 2**20)  # 1 MiB: the tiny step needs more
+    short, lines = fit_to_device(cfg, paradigm, torch.device("cpu"))
+    assert plenty == (cfg, [])
+    assert short.grad_checkpointing and not cfg.grad_checkpointing
+    assert lines[0].startswith("host memory: activation checkpointing on: without it the step needs about")
+    assert "1 MiB" not in lines[0] and "0.0 GiB available" in lines[0]
+    # A setting the user gave is kept, as is the recipe's with --no-auto-fit.
+    given = resolve_config("llava", "ln", "tiny-llava", "F,F,PEFT,F", {"grad_checkpointing": False})
+    assert fit_to_device(given, paradigm, torch.device("cpu")) == (given, [])
+    off = resolve_config("llava", "ln", "tiny-llava", "F,F,PEFT,F", {"auto_fit": False})
+    assert fit_to_device(off, paradigm, torch.device("cpu")) == (off, [])
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="Linux reports MemAvailable")
+def test_host_memory_is_what_the_machine_has_available_at_most():
+    from medtune.tuning.fast_path import host_memory
+
+    total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    assert 0 < host_memory() <= total
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_cgroup_limit_counts_its_usage_less_the_page_cache_it_can_drop(tmp_path, version):
+    from medtune.tuning.fast_path import cgroup_room
+
+    names = {"v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+             "v2": ("memory.max", "memory.current", "inactive_file")}[version]  # fmt: skip
+    (tmp_path / names[0]).write_text("2400000000\n")
+    (tmp_path / names[1]).write_text("900000000\n")
+    (tmp_path / "memory.stat").write_text(f"cache 1\n{names[2]} 300000000\n")
+    assert cgroup_room(tmp_path) == 2_400_000_000 - (900_000_000 - 300_000_000)
+    (tmp_path / names[0]).write_text("max\n")  # v2's "no limit"
+    assert cgroup_room(tmp_path) is None

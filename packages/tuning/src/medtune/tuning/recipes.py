@@ -232,7 +232,8 @@ class TrainConfig:
     auto_fit: bool = knob(
         True,
         "on a GPU, choose 4-bit, activation checkpointing and the micro-batch (with accumulation to the "
-        "recipe's batch) from the memory planner and the free memory; settings you give are kept",
+        "recipe's batch) from the memory planner and the free memory; on the CPU, checkpointing when the host "
+        "memory needs it; settings you give are kept",
     )
     max_gpu_memory: float | None = knob(
         None, "cap this process's GPU memory at this many GiB (a shared card)", check=POSITIVE, metavar="GIB"
