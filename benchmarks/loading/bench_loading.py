@@ -2,6 +2,7 @@
 
     python benchmarks/loading/bench_loading.py                # ~10-20 minutes on 2 CPU cores, writes loading.csv
     python benchmarks/loading/bench_loading.py --layouts transformers --llm-layers 4   # a quicker, smaller run
+    python benchmarks/loading/bench_loading.py --memory-limit 2.4   # as root: each run in a 2.4 GB memory cgroup
 
 Writes one random-weight checkpoint (fp16; CLIP ViT-L/14-336 tower as in LLaVA-Med v1.5, MLP connector, a
 Mistral-style LLM) twice into a scratch folder: as `save_pretrained` writes it (transformers layout, ~500 MB
@@ -9,7 +10,9 @@ shards with an index) and in the original LLaVA-Med release layout that medtune 
 (LlavaMistralForCausalLM config, `model.mm_projector.*`, the tower under `model.vision_tower.vision_tower.`,
 sharded the same way). Then it runs the real command as a subprocess for each layout, and the built-in demo for
 the process's own baseline, and records each run's peak RSS (getrusage of the one child) beside the peak the run
-itself wrote to config.json and its planned peak. The scratch folder is deleted afterwards.
+itself wrote to config.json and its planned peak. The scratch folder is deleted afterwards. With --memory-limit,
+each command runs in a memory cgroup of that size, as on a machine that small (medtune sees the limit and chooses
+its settings by it; a command that overruns it is killed, exit -9).
 Target (issue 12): transformers layout at most 2.4 GB (5.23 GB before streaming), the release layout within 10%.
 """
 
@@ -35,10 +38,14 @@ sys.path.insert(0, str(HERE.parent))
 from checkpoint_shards import write_shards  # noqa: E402  (benchmarks/, scripts not a package)
 from results_log import append_rows, check_appendable  # noqa: E402
 
-# One process: the child's peak RSS, seen by the parent that waited for it (and for nothing else).
+# One process: the child's peak RSS, seen by the parent that waited for it (and for nothing else). With a cgroup
+# folder first, the parent moves itself into it before starting the child (a machine with that much memory).
 MEASURE = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
+import pathlib, resource, subprocess, sys
+args = sys.argv[1:]
+if args[0] != "-":
+    (pathlib.Path(args[0]) / "cgroup.procs").write_text(str(__import__("os").getpid()))
+code = subprocess.run(args[1:]).returncode
 print("PEAK_RSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
 """
 SHARD = 500 * 2**20
@@ -142,8 +149,27 @@ def folder_bytes(folder: Path | None) -> int:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder else 0
 
 
-def measure(layout: str, folder: Path | None, runs: Path, extra: list[str]) -> dict:
-    """Run the command for ``layout`` in a fresh process; return its CSV row."""
+def limited_cgroup(limit_gb: float, scratch: Path) -> Path:
+    """Return a new memory cgroup below this process's own, limited to ``limit_gb`` GB (v2 or v1; needs root)."""
+    from medtune.tuning.fast_path import cgroup_folders
+
+    folders = cgroup_folders()
+    if not folders:
+        sys.exit("--memory-limit needs a Linux memory cgroup (v1 or v2) this process can see")
+    child = folders[0] / f"medtune-bench-{scratch.name}"
+    limit_file = "memory.max" if (folders[0] / "memory.max").is_file() else "memory.limit_in_bytes"
+    try:
+        child.mkdir()
+        (child / limit_file).write_text(str(int(limit_gb * GB)))
+    except OSError as err:
+        sys.exit(f"--memory-limit: cannot make a limited cgroup under {folders[0]} ({err}); run as root")
+    return child
+
+
+def measure(
+    layout: str, folder: Path | None, runs: Path, extra: list[str], cgroup: Path | None = None
+) -> dict:
+    """Run the command for ``layout`` in a fresh process (in ``cgroup`` when given); return its CSV row."""
     medtune = str(Path(sys.executable).with_name("medtune"))
     args = ["train", "llava", "ln", "--4bit", "--max-steps", "2", "--no-eval-before", "--no-eval",
             "--batch-size", "2", "--quiet", *extra]  # fmt: skip
@@ -152,7 +178,7 @@ def measure(layout: str, folder: Path | None, runs: Path, extra: list[str]) -> d
     out = runs / layout
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, medtune, *args, "--output-dir", str(out)],
+        [sys.executable, "-c", MEASURE, str(cgroup or "-"), medtune, *args, "--output-dir", str(out)],
         capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -166,7 +192,8 @@ def measure(layout: str, folder: Path | None, runs: Path, extra: list[str]) -> d
     import torch
 
     return {
-        "host": platform.node(), "torch": torch.__version__, "layout": layout,
+        "host": platform.node(), "torch": torch.__version__,
+        "layout": layout if cgroup is None else f"{layout} in {limit_of(cgroup) / GB:g} GB",
         "params": None, "checkpoint_bytes": folder_bytes(folder), "command": "medtune " + " ".join(args),
         "seconds": round(seconds, 1), "peak_rss_bytes": int(kib) * 1024,
         "run_measured_peak_bytes": memory.get("measured_peak_bytes"),
@@ -177,6 +204,12 @@ def measure(layout: str, folder: Path | None, runs: Path, extra: list[str]) -> d
     }  # fmt: skip
 
 
+def limit_of(cgroup: Path) -> int:
+    """Return a cgroup's memory limit in bytes."""
+    name = "memory.max" if (cgroup / "memory.max").is_file() else "memory.limit_in_bytes"
+    return int((cgroup / name).read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the checkpoints, measure each layout and the demo, append loading.csv, print the table; return 0."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -185,9 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()), help="where checkpoints go")
     p.add_argument("--out", type=Path, default=HERE / "loading.csv")
     p.add_argument("--train-flags", default="", help="more `medtune train` flags, e.g. --grad-checkpointing")
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        metavar="GB",
+        help="run each command in a memory cgroup of this many GB, a machine that small (root only)",
+    )
     args = p.parse_args(argv)
     check_appendable(args.out, COLUMNS)
     scratch = Path(tempfile.mkdtemp(prefix="medtune-bench-loading-", dir=args.scratch))
+    cgroup = limited_cgroup(args.memory_limit, scratch) if args.memory_limit else None
     try:
         layouts = args.layouts.split(",")
         params, hf, release = 0, None, None
@@ -201,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         for layout in layouts:
             folder = {"demo": None, "transformers": hf, "release": release}[layout]
             extra = (["--preset", "llava-med-v1.5"] if layout == "release" else []) + args.train_flags.split()
-            row = measure(layout, folder, scratch / "runs", extra)
+            row = measure(layout, folder, scratch / "runs", extra, cgroup)
             row["params"] = params if folder is not None else None
             rows.append(row)
             load = (row["run_measured_load_peak_bytes"] or 0) / GB
@@ -210,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         append_rows(args.out, rows, COLUMNS)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    by = {r["layout"]: r["peak_rss_bytes"] for r in rows}
+        if cgroup is not None:
+            cgroup.rmdir()  # empty again: each measured process has exited
+    by = {r["layout"].split(" in ")[0]: r["peak_rss_bytes"] for r in rows}
     if "transformers" in by:
         print(f"transformers layout: {by['transformers'] / GB:.2f} GB (target <= 2.4 GB)")
     if "transformers" in by and "release" in by:
