@@ -235,7 +235,12 @@ def fit_to_device(cfg, paradigm, device: torch.device, resume: Path | None = Non
         return cfg, lines
     explicit = set(cfg.explicit)
     if resume is not None:
-        saved = json.loads((resume / "config.json").read_text())
+        try:
+            saved = json.loads((resume / "config.json").read_text())
+        except (OSError, ValueError):  # check_resume names the missing or damaged file in its own sentence
+            return cfg, lines
+        if not isinstance(saved, dict):
+            return cfg, lines
         kept = {k: saved[k] for k in CHOSEN if k not in explicit and k in saved}
         said = ["fast path: the settings the run was started with"] if device.type == "cuda" else []
         return dataclasses.replace(cfg, **kept), [*lines, *said]
