@@ -167,9 +167,9 @@ def limited_cgroup(limit_gb: float, scratch: Path) -> Path:
 
 
 def measure(
-    layout: str, folder: Path | None, runs: Path, extra: list[str], cgroup: Path | None = None
+    layout: str, folder: Path | None, runs: Path, extra: list[str], cgroup: Path | None = None, limit_gb=None
 ) -> dict:
-    """Run the command for ``layout`` in a fresh process (in ``cgroup`` when given); return its CSV row."""
+    """Run the command for ``layout`` in a fresh process (in ``cgroup``, of ``limit_gb``, when given); its CSV row."""
     medtune = str(Path(sys.executable).with_name("medtune"))
     args = ["train", "llava", "ln", "--4bit", "--max-steps", "2", "--no-eval-before", "--no-eval",
             "--batch-size", "2", "--quiet", *extra]  # fmt: skip
@@ -193,7 +193,7 @@ def measure(
 
     return {
         "host": platform.node(), "torch": torch.__version__,
-        "layout": layout if cgroup is None else f"{layout} in {limit_of(cgroup) / GB:g} GB",
+        "layout": layout if cgroup is None else f"{layout} in {limit_gb:g} GB",
         "params": None, "checkpoint_bytes": folder_bytes(folder), "command": "medtune " + " ".join(args),
         "seconds": round(seconds, 1), "peak_rss_bytes": int(kib) * 1024,
         "run_measured_peak_bytes": memory.get("measured_peak_bytes"),
@@ -202,12 +202,6 @@ def measure(
         "planned_peak_bytes": memory.get("planned_peak_bytes"),
         "exit": int(code),
     }  # fmt: skip
-
-
-def limit_of(cgroup: Path) -> int:
-    """Return a cgroup's memory limit in bytes."""
-    name = "memory.max" if (cgroup / "memory.max").is_file() else "memory.limit_in_bytes"
-    return int((cgroup / name).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         for layout in layouts:
             folder = {"demo": None, "transformers": hf, "release": release}[layout]
             extra = (["--preset", "llava-med-v1.5"] if layout == "release" else []) + args.train_flags.split()
-            row = measure(layout, folder, scratch / "runs", extra, cgroup)
+            row = measure(layout, folder, scratch / "runs", extra, cgroup, args.memory_limit)
             row["params"] = params if folder is not None else None
             rows.append(row)
             load = (row["run_measured_load_peak_bytes"] or 0) / GB
